@@ -1,0 +1,1 @@
+"""The HTTP API: Powertools REST resolver, routes per concept, JSON errors."""

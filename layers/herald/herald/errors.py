@@ -1,0 +1,81 @@
+"""Domain errors. The API maps each to an HTTP status with a JSON body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HeraldError(Exception):
+    """Base of every error Herald raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body the API returns for this error."""
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class BadRequest(HeraldError):
+    """The request cannot be read at all (malformed JSON, bad cursor)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(HeraldError):
+    """An id names nothing."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(HeraldError):
+    """The request conflicts with the current state (stale version, in use, duplicate)."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(HeraldError):
+    """Too many items or bytes in one request."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class ValidationFailed(HeraldError):
+    """Field-level validation failed; ``errors`` names each field and problem."""
+
+    status = 422
+    code = "validation_failed"
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        summary = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+        super().__init__(summary or "invalid request", errors=errors)
+        self.errors = errors
+
+    @classmethod
+    def one(cls, field: str, problem: str) -> ValidationFailed:
+        """A validation failure for a single field."""
+        return cls([{"field": field, "problem": problem}])
+
+
+class StaleVersion(Conflict):
+    """A conditional write lost against a newer version of the record."""
+
+    code = "stale_version"
+
+    def __init__(self, entity: str, entity_id: str, current_version: int | None) -> None:
+        super().__init__(
+            f"{entity} {entity_id} was changed by someone else; current version is {current_version}",
+            entity=entity,
+            id=entity_id,
+            current_version=current_version,
+        )
+        self.current_version = current_version

@@ -1,0 +1,1 @@
+"""Customer groups: VIP, Wholesale, Retail... used by campaign targeting."""

@@ -1,0 +1,1 @@
+"""Data access: pynamodb models and repositories. Only this package talks to DynamoDB."""

@@ -1,0 +1,176 @@
+"""pynamodb models for Herald's tables.
+
+Keys and indexes mirror ``template.yaml`` exactly (the template is the only
+definition; tests create tables from it). Physical names are bound at cold
+start by :func:`bind_tables`, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pynamodb.attributes import (
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    VersionAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from herald.config import TableNames
+
+# Customers and leads are spread over this many index partitions per
+# kind and status, so a bulk import never hammers one GSI partition key.
+KIND_STATUS_SHARDS = 16
+
+
+class KindStatusIndex(GlobalSecondaryIndex["ContactRecord"]):
+    """Contacts by ``kind#status#shard`` (list filters, status targeting)."""
+
+    class Meta:
+        index_name = "KindStatusIndex"
+        projection = AllProjection()
+
+    kind_status_shard = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute(range_key=True)
+
+
+class ContactRecord(Model):
+    """A customer or a lead, as stored."""
+
+    class Meta:
+        table_name = "ContactsTable"
+
+    contact_id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()
+    status = UnicodeAttribute()
+    email = UnicodeAttribute(null=True)
+    phone = UnicodeAttribute(null=True)
+    first_name = UnicodeAttribute(null=True)
+    last_name = UnicodeAttribute(null=True)
+    group_ids = UnicodeSetAttribute(null=True)
+    attributes = MapAttribute(null=True)  # type: ignore[var-annotated]
+    consent = MapAttribute(null=True)  # type: ignore[var-annotated]
+    bounce = MapAttribute(null=True)  # type: ignore[var-annotated]
+    time_zone = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    version = VersionAttribute()
+    kind_status_shard = UnicodeAttribute()
+    birthday_md = UnicodeAttribute(null=True)
+    signup_md = UnicodeAttribute(null=True)
+
+    kind_status_index = KindStatusIndex()
+
+
+class ContactKeyRecord(Model):
+    """A unique natural key (``email:<kind>:<address>``) pointing at its contact."""
+
+    class Meta:
+        table_name = "ContactKeysTable"
+
+    key = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute()
+
+
+class CatalogRecord(Model):
+    """Definitions people edit: customer groups now; segments, campaigns, flows later.
+
+    ``entity_type`` partitions the catalog (``group``, ``group-name``,
+    ``ref#group#<id>``, ...); ``entity_id`` is the id within it.
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute(null=True)
+    description = UnicodeAttribute(null=True)
+    state = UnicodeAttribute(null=True)
+    member_count = NumberAttribute(null=True)
+    ref_count = NumberAttribute(null=True)
+    created_at = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute(null=True)
+    target_id = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+
+
+class GroupStatusIndex(GlobalSecondaryIndex["MembershipRecord"]):
+    """Customer-group members by ``<group>#<status>`` (group-and-status targeting)."""
+
+    class Meta:
+        index_name = "GroupStatusIndex"
+        projection = KeysOnlyProjection()
+
+    group_status = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute(range_key=True)
+
+
+class ContactGroupsIndex(GlobalSecondaryIndex["MembershipRecord"]):
+    """Every group-like membership of one contact."""
+
+    class Meta:
+        index_name = "ContactGroupsIndex"
+        projection = AllProjection()
+
+    contact_id = UnicodeAttribute(hash_key=True)
+    group_key = UnicodeAttribute(range_key=True)
+
+
+class MembershipRecord(Model):
+    """A contact in a customer group (``cg#``), segment, audience or badge."""
+
+    class Meta:
+        table_name = "MembershipsTable"
+
+    group_key = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(null=True)
+    group_status = UnicodeAttribute(null=True)
+    added_at = UnicodeAttribute(null=True)
+
+    group_status_index = GroupStatusIndex()
+    contact_groups_index = ContactGroupsIndex()
+
+
+class GroupCounterRecord(Model):
+    """The counter view of a catalog group item.
+
+    Member counts change with every assignment; updating them through this
+    unversioned model keeps them from bumping the version people edit with.
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    state = UnicodeAttribute(null=True)
+    member_count = NumberAttribute(null=True)
+    ref_count = NumberAttribute(null=True)
+
+
+ALL_MODELS: list[tuple[str, type[Model]]] = [
+    ("contacts", ContactRecord),
+    ("contact_keys", ContactKeyRecord),
+    ("catalog", CatalogRecord),
+    ("catalog", GroupCounterRecord),
+    ("memberships", MembershipRecord),
+]
+
+
+def bind_tables(names: TableNames, region: str | None = None) -> None:
+    """Point every model at its physical table (called once at cold start).
+
+    The endpoint is left to botocore, which honours ``AWS_ENDPOINT_URL``; that
+    is how the embedded runtime and tests reach moto without a code branch.
+    """
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    for field, model in ALL_MODELS:
+        model.Meta.table_name = getattr(names, field)
+        model.Meta.region = region
+        model._connection = None  # drop any connection bound to an older name

@@ -1,0 +1,1 @@
+"""Long-running work driven by Step Functions (group deletion now; flows later)."""

@@ -1,0 +1,126 @@
+"""Create the template's resources in the embedded AWS (moto).
+
+Used by ``make run`` (against moto's server) and by the integration tests
+(against moto's in-process mock), so both get exactly the tables, indexes,
+queues, topics, state machines and schedules that ``template.yaml`` defines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from local.template import Template
+
+LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/herald-local"
+
+
+@dataclass
+class Provisioned:
+    """What was created, for the banner and for tests."""
+
+    tables: list[str] = field(default_factory=list)
+    queues: dict[str, str] = field(default_factory=dict)
+    topics: list[str] = field(default_factory=list)
+    state_machines: list[str] = field(default_factory=list)
+    schedules: list[str] = field(default_factory=list)
+
+
+def provision(template: Template, only_tables: bool = False) -> Provisioned:
+    """Create every resource (idempotent: existing ones are left as they are)."""
+    done = Provisioned()
+    create_tables(template, done)
+    if only_tables:
+        return done
+    _create_queues(template, done)
+    _create_topics(template, done)
+    _create_state_machines(template, done)
+    _create_schedules(template, done)
+    return done
+
+
+def create_tables(template: Template, done: Provisioned | None = None) -> list[str]:
+    """Create the template's DynamoDB tables with their indexes and TTL."""
+    client = boto3.client("dynamodb", region_name=template.region)
+    existing = set(client.list_tables().get("TableNames", []))
+    names = []
+    for definition in template.table_definitions().values():
+        args = definition["create"]
+        name = args["TableName"]
+        names.append(name)
+        if name in existing:
+            continue
+        client.create_table(**args)
+        ttl = definition.get("ttl")
+        if ttl and ttl.get("Enabled"):
+            client.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]}
+            )
+    if done is not None:
+        done.tables = names
+    return names
+
+
+def _create_queues(template: Template, done: Provisioned) -> None:
+    client = boto3.client("sqs", region_name=template.region)
+    queues = template.of_type("AWS::SQS::Queue")
+    # Dead-letter queues first, so redrive policies can name them.
+    ordered = sorted(queues, key=lambda lid: "RedrivePolicy" in (queues[lid].get("Properties") or {}))
+    for logical_id in ordered:
+        props = template.resolve(queues[logical_id].get("Properties") or {})
+        attributes: dict[str, Any] = {}
+        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds"):
+            if key in props:
+                attributes[key] = str(props[key])
+        if "RedrivePolicy" in props:
+            attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+        if props.get("FifoQueue"):
+            attributes["FifoQueue"] = "true"
+        response = client.create_queue(QueueName=template.physical_name(logical_id), Attributes=attributes)  # type: ignore[arg-type]
+        done.queues[logical_id] = response["QueueUrl"]
+
+
+def _create_topics(template: Template, done: Provisioned) -> None:
+    client = boto3.client("sns", region_name=template.region)
+    for logical_id in template.of_type("AWS::SNS::Topic"):
+        client.create_topic(Name=template.physical_name(logical_id))
+        done.topics.append(template.physical_name(logical_id))
+
+
+def _create_state_machines(template: Template, done: Provisioned) -> None:
+    client = boto3.client("stepfunctions", region_name=template.region)
+    existing = {m["name"] for m in client.list_state_machines().get("stateMachines", [])}
+    for machine in template.state_machines():
+        if machine.name not in existing:
+            client.create_state_machine(
+                name=machine.name,
+                definition=machine.definition,
+                roleArn=LOCAL_ROLE_ARN,
+                type="EXPRESS" if machine.type == "EXPRESS" else "STANDARD",
+            )
+        done.state_machines.append(machine.name)
+
+
+def _create_schedules(template: Template, done: Provisioned) -> None:
+    client = boto3.client("events", region_name=template.region)
+    for function in template.functions():
+        for event in function.events:
+            if event.type not in ("Schedule", "ScheduleV2"):
+                continue
+            rule = f"{function.logical_id}-{event.name}"
+            client.put_rule(
+                Name=rule,
+                ScheduleExpression=event.properties["Schedule" if event.type == "Schedule" else "ScheduleExpression"],
+            )
+            client.put_targets(Rule=rule, Targets=[{"Id": function.logical_id, "Arn": function.arn}])
+            done.schedules.append(rule)
+
+
+def table_names_env(template: Template) -> dict[str, Any]:
+    """The ``*_TABLE`` variables of the template's Globals, resolved locally."""
+    globals_env = template.data.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    resolved = template.resolve(globals_env)
+    return {k: v for k, v in resolved.items() if k.endswith("_TABLE")}

@@ -1,0 +1,157 @@
+"""The embedded runtime: moto server + template resources + in-process functions.
+
+``Runtime.start()`` starts moto in server mode on 127.0.0.1, creates every
+resource of the template in it, points this process's AWS clients at it,
+and starts the API server, the SQS pollers, the schedules and the Step
+Functions bridge. ``stop()`` undoes it all (and snapshots the tables).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moto.server import ThreadedMotoServer
+
+from local import snapshot, stepfunctions
+from local.apigw import ApiServer
+from local.event_sources import Scheduler, SqsPoller, schedules_of, sqs_sources
+from local.functions import FunctionHost, applied_environment
+from local.provision import Provisioned, provision
+from local.template import Template
+
+LOCAL_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_DEV": "false",
+}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RuntimeOptions:
+    """How to run: ports, the template, where to keep data, what to start."""
+
+    template_path: Path
+    api_port: int = 3000
+    aws_port: int = 0
+    data_file: Path | None = None
+    start_pollers: bool = True
+    start_schedules: bool = True
+    quiet_metrics: bool = True
+
+
+@dataclass
+class Runtime:
+    """One embedded Herald: start it, use it, stop it."""
+
+    options: RuntimeOptions
+    template: Template = field(init=False)
+    host: FunctionHost = field(init=False)
+    provisioned: Provisioned = field(init=False)
+    api: ApiServer | None = None
+    pollers: list[SqsPoller] = field(default_factory=list)
+    scheduler: Scheduler | None = None
+    _moto: ThreadedMotoServer | None = None
+    _previous_env: dict[str, str | None] = field(default_factory=dict)
+    restored_items: int = 0
+
+    @property
+    def aws_url(self) -> str:
+        return f"http://127.0.0.1:{self.options.aws_port}"
+
+    def start(self) -> None:
+        """Start moto, create resources, load data, start serving."""
+        if not self.options.aws_port:
+            self.options.aws_port = free_port()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.aws_port, verbose=False)
+        self._moto.start()
+        self._set_environment()
+        self.template = Template(self.options.template_path)
+        self.host = FunctionHost(self.template.functions())
+        stepfunctions.enable(self.host)
+        self.provisioned = provision(self.template)
+        if self.options.data_file:
+            self.restored_items = snapshot.load(self.options.data_file, self.template.region)
+        self.api = ApiServer(self.template, self.host, "127.0.0.1", self.options.api_port)
+        self.api.start()
+        if self.options.start_pollers:
+            for source in sqs_sources(self.template, self.provisioned.queues):
+                poller = SqsPoller(source, self.host, self.template.region)
+                poller.start()
+                self.pollers.append(poller)
+        self.scheduler = Scheduler(schedules_of(self.template), self.host, self.template)
+        if self.options.start_schedules:
+            self.scheduler.start()
+
+    def invoke(self, function: str, event: Any) -> Any:
+        """Invoke one function in-process against the embedded AWS."""
+        return self.host.invoke(function, event)
+
+    def stop(self) -> int:
+        """Stop everything; returns the number of items snapshotted."""
+        saved = 0
+        for poller in self.pollers:
+            poller.stop()
+        if self.scheduler:
+            self.scheduler.stop()
+        if self.api:
+            self.api.stop()
+        if self.options.data_file and self._moto:
+            saved = snapshot.save(self.options.data_file, self.provisioned.tables, self.template.region)
+        stepfunctions.disable()
+        if self._moto:
+            self._moto.stop()
+        self._restore_environment()
+        return saved
+
+    def banner(self) -> str:
+        """What runs and where."""
+        lines = [
+            "Herald embedded runtime",
+            f"  API            {self.api.url if self.api else '-'}  (OpenAPI: /openapi.json)",
+            f"  embedded AWS   {self.aws_url}  (moto; set AWS_ENDPOINT_URL to use it from the CLI)",
+            f"  functions      {', '.join(sorted(self.host.functions))}",
+            f"  tables         {len(self.provisioned.tables)}: {', '.join(self.provisioned.tables)}",
+            f"  queues         {', '.join(self.provisioned.queues) or '-'}",
+            f"  topics         {', '.join(self.provisioned.topics) or '-'}",
+            f"  state machines {', '.join(self.provisioned.state_machines) or '-'}",
+            f"  schedules      {', '.join(self.provisioned.schedules) or '-'}",
+        ]
+        if self.options.data_file:
+            lines.append(f"  data           {self.options.data_file} ({self.restored_items} items restored)")
+        lines.append("Press Ctrl-C to stop.")
+        return "\n".join(lines)
+
+    def _set_environment(self) -> None:
+        variables = {**LOCAL_ENVIRONMENT, "AWS_ENDPOINT_URL": self.aws_url, "MOTO_PORT": str(self.options.aws_port)}
+        if self.options.quiet_metrics:
+            variables["POWERTOOLS_METRICS_DISABLED"] = "true"
+        for key, value in variables.items():
+            self._previous_env[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def _restore_environment(self) -> None:
+        for key, value in self._previous_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+__all__ = ["Runtime", "RuntimeOptions", "applied_environment", "free_port"]
