@@ -1,0 +1,105 @@
+"""A Herald on moto for integration tests, and helpers to call its API.
+
+Resources come from ``template.yaml`` through the same provisioning code the
+embedded runtime uses; functions run in-process through the same host, with
+their template environment; API calls are real API Gateway proxy events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from local import stepfunctions
+from local.apigw import Route, proxy_event
+from local.functions import FunctionHost
+from local.provision import provision
+from local.template import Template, default_template, project_root
+
+EVENTS = project_root() / "events"
+_PROXY = Route.of("/{proxy+}", "ANY", "ApiFunction")
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A sample event from ``events/<function>/<case>.json``."""
+    data: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return data
+
+
+def api_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A REST API proxy event for a request, as API Gateway sends it."""
+    raw = body if isinstance(body, str) else (json.dumps(body) if body is not None else "")
+    match = _PROXY.pattern.match(path.split("?")[0])
+    assert match is not None
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    return proxy_event(method, path, all_headers, raw.encode(), _PROXY, match)
+
+
+@dataclass
+class Reply:
+    """An API response, decoded."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def etag(self) -> str:
+        return self.headers["ETag"]
+
+
+@dataclass
+class Herald:
+    """Herald's resources on moto and its functions in this process."""
+
+    template: Template
+    host: FunctionHost
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+        """Call the API function as API Gateway would."""
+        return self.send(api_event(method, path, body, headers))
+
+    def send(self, event: dict[str, Any]) -> Reply:
+        """Send a prepared proxy event to the API function."""
+        response = self.host.invoke("ApiFunction", event)
+        text = response.get("body") or ""
+        headers = {k: str(v) for k, v in (response.get("headers") or {}).items()}
+        for key, values in (response.get("multiValueHeaders") or {}).items():
+            headers[key] = ", ".join(str(v) for v in values)
+        return Reply(response["statusCode"], headers, json.loads(text) if text else None)
+
+    def wait_for_executions(self, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Wait until no execution of any state machine is running; returns them all."""
+        sfn = boto3.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            executions = [
+                execution
+                for machine in sfn.list_state_machines()["stateMachines"]
+                for execution in sfn.list_executions(stateMachineArn=machine["stateMachineArn"])["executions"]
+            ]
+            if all(e["status"] != "RUNNING" for e in executions) or time.monotonic() > deadline:
+                return executions
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def moto_herald(template_path: Path | None = None) -> Iterator[Herald]:
+    """Provision a template on moto's mock and host its functions."""
+    with mock_aws():
+        template = Template(template_path) if template_path else default_template()
+        host = FunctionHost(template.functions())
+        stepfunctions.enable(host)  # before provisioning: machines live in the interpreter's backend
+        provision(template)
+        try:
+            yield Herald(template, host)
+        finally:
+            stepfunctions.disable()

@@ -1,0 +1,216 @@
+"""Contacts API against moto: CRUD, every error case, optimistic locking, concurrency."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.harness import Herald, load_event
+
+
+def customer(**fields: object) -> dict[str, object]:
+    return {"kind": "customer", **fields}
+
+
+def test_create_then_get_returns_the_contact_with_its_version(herald: Herald) -> None:
+    # Given a new customer
+    body = customer(
+        contact_id="c1",
+        email="Ada@Example.com",
+        phone="+420601123456",
+        time_zone="Europe/Prague",
+        consent={"email": {"granted": True, "source": "signup-form"}},
+        attributes={"birthday": "1990-11-23", "ltv": 120.5},
+    )
+    # When it is created and read back
+    created = herald.call("POST", "/contacts", body)
+    fetched = herald.call("GET", "/contacts/c1")
+    # Then both carry the same contact, version 1, with consent stamped
+    assert created.status == 201
+    assert created.headers["Location"] == "/contacts/c1"
+    assert fetched.status == 200
+    assert fetched.etag == '"1"'
+    assert fetched.body["version"] == 1
+    assert fetched.body["status"] == "Active"
+    assert fetched.body["consent"]["email"]["source"] == "signup-form"
+    assert fetched.body["consent"]["email"]["at"].endswith("Z")
+    assert fetched.body["attributes"] == {"birthday": "1990-11-23", "ltv": 120.5}
+    assert fetched.body == created.body
+
+
+def test_sample_create_event_is_accepted(herald: Herald) -> None:
+    reply = herald.send(load_event("api/create-contact"))
+    assert reply.status == 201, reply.body
+    assert reply.body["contact_id"] == "cust-0001"
+
+
+def test_malformed_json_is_400(herald: Herald) -> None:
+    reply = herald.send(load_event("api/malformed-body"))
+    assert reply.status == 400
+    assert reply.body["error"] == "bad_request"
+
+
+def test_unknown_contact_is_404_for_every_verb(herald: Herald) -> None:
+    assert herald.call("GET", "/contacts/nope").status == 404
+    assert herald.call("PATCH", "/contacts/nope", {"first_name": "X"}).status == 404
+    assert herald.call("DELETE", "/contacts/nope").status == 404
+    missing = herald.call("GET", "/contacts/nope")
+    assert missing.body == {"error": "not_found", "message": "contact nope does not exist", "id": "nope"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("email", "not-an-email", "valid email"),
+        ("phone", "0601123456", "E.164"),
+        ("status", "Dormant", "'Active' or 'Inactive'"),
+        ("time_zone", "Mars/Olympus", "IANA"),
+        ("kind", "prospect", "'customer' or 'lead'"),
+        ("favourite_colour", "blue", "unknown field"),
+        ("attributes", {"birthday": "23/11/1990"}, "YYYY-MM-DD"),
+    ],
+)
+def test_field_validation_is_422_naming_the_field(herald: Herald, field: str, value: object, problem: str) -> None:
+    reply = herald.call("POST", "/contacts", customer(**{field: value}))
+    assert reply.status == 422
+    assert reply.body["error"] == "validation_failed"
+    [error] = reply.body["errors"]
+    assert error["field"].split(".")[0] == field
+    assert problem in error["problem"]
+
+
+def test_unknown_group_id_is_422(herald: Herald) -> None:
+    reply = herald.call("POST", "/contacts", customer(group_ids=["ghost"]))
+    assert reply.status == 422
+    assert reply.body["errors"] == [{"field": "group_ids", "problem": "unknown group id ghost"}]
+    assert herald.call("GET", "/contacts").body["items"] == []
+
+
+def test_leads_cannot_join_customer_groups(herald: Herald) -> None:
+    herald.call("POST", "/groups", {"group_id": "vip", "name": "VIP"})
+    reply = herald.call("POST", "/contacts", {"kind": "lead", "group_ids": ["vip"]})
+    assert reply.status == 422
+    assert "customers only" in reply.body["errors"][0]["problem"]
+
+
+def test_email_is_unique_per_kind_case_insensitively(herald: Herald) -> None:
+    first = herald.call("POST", "/contacts", customer(email="ada@example.com"))
+    duplicate = herald.call("POST", "/contacts", customer(email="ADA@example.com"))
+    as_lead = herald.call("POST", "/contacts", {"kind": "lead", "email": "ada@example.com"})
+    assert duplicate.status == 409
+    assert duplicate.body["existing_contact_id"] == first.body["contact_id"]
+    assert as_lead.status == 201
+
+
+def test_existing_id_is_409(herald: Herald) -> None:
+    assert herald.call("POST", "/contacts", customer(contact_id="c1")).status == 201
+    reply = herald.call("POST", "/contacts", customer(contact_id="c1"))
+    assert reply.status == 409
+
+
+def test_patch_changes_only_what_it_names_and_merges_maps(herald: Herald) -> None:
+    herald.call(
+        "POST",
+        "/contacts",
+        customer(
+            contact_id="c1",
+            email="a@example.com",
+            first_name="Ada",
+            attributes={"tier": "silver", "city": "Brno"},
+            consent={"email": {"granted": True, "source": "form"}, "sms": {"granted": True, "source": "form"}},
+        ),
+    )
+    reply = herald.call(
+        "PATCH",
+        "/contacts/c1",
+        {"last_name": "Lovelace", "attributes": {"tier": "gold", "city": None}, "consent": {"sms": None}},
+    )
+    assert reply.status == 200
+    assert reply.body["first_name"] == "Ada"
+    assert reply.body["last_name"] == "Lovelace"
+    assert reply.body["attributes"] == {"tier": "gold"}
+    assert set(reply.body["consent"]) == {"email"}
+    assert reply.body["version"] == 2
+    assert reply.etag == '"2"'
+
+
+def test_changing_email_moves_the_unique_key(herald: Herald) -> None:
+    herald.call("POST", "/contacts", customer(contact_id="c1", email="old@example.com"))
+    assert herald.call("PATCH", "/contacts/c1", {"email": "new@example.com"}).status == 200
+    reuse = herald.call("POST", "/contacts", customer(email="old@example.com"))
+    taken = herald.call("POST", "/contacts", customer(email="new@example.com"))
+    assert reuse.status == 201
+    assert taken.status == 409
+
+
+def test_stale_if_match_is_409_with_the_current_version(herald: Herald) -> None:
+    herald.call("POST", "/contacts", customer(contact_id="c1"))
+    herald.call("PATCH", "/contacts/c1", {"first_name": "A"}, {"If-Match": '"1"'})
+    stale = herald.call("PATCH", "/contacts/c1", {"first_name": "B"}, {"If-Match": '"1"'})
+    assert stale.status == 409
+    assert stale.body["error"] == "stale_version"
+    assert stale.body["current_version"] == 2
+    assert herald.call("GET", "/contacts/c1").body["first_name"] == "A"
+    stale_delete = herald.call("DELETE", "/contacts/c1", headers={"If-Match": '"1"'})
+    assert stale_delete.status == 409
+
+
+def test_bad_if_match_is_400(herald: Herald) -> None:
+    herald.call("POST", "/contacts", customer(contact_id="c1"))
+    assert herald.call("PATCH", "/contacts/c1", {"first_name": "A"}, {"If-Match": "yesterday"}).status == 400
+
+
+def test_concurrent_edits_never_lose_an_update(herald: Herald) -> None:
+    # Given one contact and twelve editors each setting their own attribute
+    herald.call("POST", "/contacts", customer(contact_id="c1"))
+    editors = [f"editor{i}" for i in range(12)]
+
+    def edit(name: str) -> int:
+        return herald.call("PATCH", "/contacts/c1", {"attributes": {name: True}}).status
+
+    # When they all edit at once (without If-Match)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(edit, editors))
+    # Then every edit landed, each as its own version
+    final = herald.call("GET", "/contacts/c1").body
+    assert statuses == [200] * len(editors)
+    assert set(final["attributes"]) == set(editors)
+    assert final["version"] == 1 + len(editors)
+
+
+def test_concurrent_if_match_edits_let_exactly_one_win(herald: Herald) -> None:
+    herald.call("POST", "/contacts", customer(contact_id="c1"))
+
+    def edit(name: str) -> int:
+        return herald.call("PATCH", "/contacts/c1", {"first_name": name}, {"If-Match": '"1"'}).status
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = sorted(pool.map(edit, ["A", "B", "C", "D"]))
+    assert statuses == [200, 409, 409, 409]
+    assert herald.call("GET", "/contacts/c1").body["version"] == 2
+
+
+def test_delete_removes_contact_key_and_memberships(herald: Herald) -> None:
+    herald.call("POST", "/groups", {"group_id": "vip", "name": "VIP"})
+    herald.call("POST", "/contacts", customer(contact_id="c1", email="a@example.com", group_ids=["vip"]))
+    assert herald.call("DELETE", "/contacts/c1").status == 204
+    assert herald.call("GET", "/contacts/c1").status == 404
+    assert herald.call("GET", "/groups/vip").body["member_count"] == 0
+    assert herald.call("GET", "/groups/vip/members").body["items"] == []
+    assert herald.call("POST", "/contacts", customer(email="a@example.com")).status == 201
+
+
+def test_unknown_route_is_404_json(herald: Herald) -> None:
+    reply = herald.call("GET", "/nothing-here")
+    assert reply.status == 404
+    assert reply.body["error"] == "not_found"
+
+
+def test_openapi_document_lists_the_routes(herald: Herald) -> None:
+    reply = herald.call("GET", "/openapi.json")
+    assert reply.status == 200
+    paths = reply.body["paths"]
+    for path in ("/contacts", "/contacts/import", "/contacts/{contact_id}", "/groups", "/groups/{group_id}/members"):
+        assert path in paths
+    assert "ContactIn" in reply.body["components"]["schemas"]
