@@ -13,12 +13,12 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Herald")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from herald import clock  # noqa: E402
-from tests.harness import Herald, moto_herald  # noqa: E402
+from herald import clock
+from tests.harness import Herald, moto_herald
 
 
 @pytest.fixture
