@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ class Runtime:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.aws_port, verbose=False)
         self._moto.start()
+        # moto's backends are process-wide: start from exactly the template (and snapshot).
+        urllib.request.urlopen(urllib.request.Request(f"{self.aws_url}/moto-api/reset", method="POST"), timeout=10)
         self._set_environment()
         self.template = Template(self.options.template_path)
         self.host = FunctionHost(self.template.functions())
