@@ -18,7 +18,7 @@ from typing import Any
 
 from moto.server import ThreadedMotoServer
 
-from local import snapshot, stepfunctions
+from local import moto_patches, snapshot, stepfunctions
 from local.apigw import ApiServer
 from local.event_sources import Scheduler, SqsPoller, schedules_of, sqs_sources
 from local.functions import FunctionHost, applied_environment
@@ -80,6 +80,7 @@ class Runtime:
         if not self.options.aws_port:
             self.options.aws_port = free_port()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        moto_patches.apply()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.aws_port, verbose=False)
         self._moto.start()
         # moto's backends are process-wide: start from exactly the template (and snapshot).

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
-from local import stepfunctions
+from local import moto_patches, stepfunctions
 from local.apigw import Route, proxy_event
 from local.functions import FunctionHost
 from local.provision import provision
@@ -94,6 +94,7 @@ class Herald:
 @contextlib.contextmanager
 def moto_herald(template_path: Path | None = None) -> Iterator[Herald]:
     """Provision a template on moto's mock and host its functions."""
+    moto_patches.apply()
     with mock_aws():
         template = Template(template_path) if template_path else default_template()
         host = FunctionHost(template.functions())

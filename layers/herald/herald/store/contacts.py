@@ -153,13 +153,12 @@ def _key_operations(before: Contact | None, after: Contact | None) -> list[Opera
             )
         )
     for key in sorted(new - old):
+        # A new contact's key must be free; an existing contact may also re-claim its own.
+        condition = ContactKeyRecord.key.does_not_exist()
+        if before is not None:
+            condition = condition | (ContactKeyRecord.contact_id == contact_id)
         ops.append(
-            Operation(
-                "put",
-                ContactKeyRecord(key=key, contact_id=contact_id),
-                KEY_LABEL_PREFIX + key,
-                condition=ContactKeyRecord.key.does_not_exist() | (ContactKeyRecord.contact_id == contact_id),
-            )
+            Operation("put", ContactKeyRecord(key=key, contact_id=contact_id), KEY_LABEL_PREFIX + key, condition)
         )
     return ops
 

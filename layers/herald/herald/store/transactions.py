@@ -12,6 +12,8 @@ unit says exactly which item's condition failed.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,20 @@ from pynamodb.transactions import TransactWrite
 
 MAX_TRANSACTION_ITEMS = 100
 CONFLICT_RETRIES = 6
+
+_connections: dict[str, Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def default_connection() -> Connection:
+    """One connection (one botocore client) per region for the process, as a container keeps it."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    key = f"{region}|{endpoint}"
+    with _connections_lock:
+        if key not in _connections:
+            _connections[key] = Connection(region=region)
+        return _connections[key]
 
 
 @dataclass
@@ -138,7 +154,7 @@ def _commit_chunk(chunk: list[tuple[int, Unit]], connection: Connection | None, 
         labels = _labels_in_wire_order(operations)
         try:
             report.requests += 1
-            with TransactWrite(connection=connection or Connection()) as transaction:
+            with TransactWrite(connection=connection or default_connection()) as transaction:
                 for op in operations:
                     _add(transaction, op)
             return None

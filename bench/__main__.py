@@ -1,0 +1,20 @@
+"""`make bench`: run every benchmark; each prints readable lines and one JSON line per figure."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import bulk_import
+
+BENCHMARKS = {"bulk_import": bulk_import.main}
+
+
+def main() -> int:
+    selected = sys.argv[1:] or list(BENCHMARKS)
+    for name in selected:
+        BENCHMARKS[name]([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

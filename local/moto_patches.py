@@ -1,0 +1,203 @@
+"""Make moto's DynamoDB behave like DynamoDB, at a cost proportional to the work.
+
+Two emulator flaws are corrected for the embedded runtime and the tests.
+
+Items: moto builds each stored item through a dict that re-adds the size of
+every attribute on every attribute it sets, so storing an item costs the
+square of its attribute count. The replacement builds the attributes, then
+checks the same 400 KB limit once.
+
+Conditions: moto re-parses a condition expression on every write; parsed
+conditions are kept (by expression, names and values), as they are pure.
+
+Transactions:
+moto 5's ``transact_write_items`` deep-copies every table a transaction
+touches so it can roll back, which makes each transaction cost the size of
+the table (a 100,000-contact import becomes quadratic), and it is not
+isolated from writes made by other server threads in the meantime.
+
+The replacement here is two-phase, as DynamoDB's semantics are: every
+condition is evaluated against the state before the transaction, and only if
+all pass are the writes applied. It holds one lock, which single-item writes
+also take, so a transaction is atomic with respect to every other write.
+Only the touched items are copied, to undo a write that fails half-way
+(an invalid update expression, say).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moto.dynamodb import models as dynamodb_models
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    ItemSizeTooLarge,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models import table as dynamodb_table
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict, bytesize
+
+_WRITE_LOCK = threading.RLock()
+_ORIGINALS: dict[str, Callable[..., Any]] = {}
+
+
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _WRITE_LOCK:
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _item_key(backend: DynamoDBBackend, op_type: str, op: dict[str, Any]) -> dict[str, Any]:
+    if op_type != "Put":
+        key: dict[str, Any] = op["Key"]
+        return key
+    table = backend.get_table(op["TableName"])
+    attrs = op["Item"]
+    key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = attrs[table.range_key_attr]
+    return key
+
+
+def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    """Two-phase TransactWriteItems: check every condition, then apply every write."""
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    with _WRITE_LOCK:
+        plan = _check(self, transact_items)
+        _apply(self, plan)
+
+
+def _check(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
+    seen: set[tuple[str, str]] = set()
+    errors: list[tuple[Any, Any, Any]] = []
+    plan = []
+    for item in transact_items:
+        if len(item) > 1:
+            raise TransactWriteSingleOpException
+        op_type, op = next(iter(item.items()))
+        if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+            raise MockValidationException("Unsupported transaction operation")
+        key = _item_key(backend, op_type, op)
+        identity = (str(op["TableName"]), str(dict(sorted(key.items()))))
+        if identity in seen:
+            raise MultipleTransactionsException()
+        seen.add(identity)
+        current = backend.get_item(op["TableName"], key)
+        error: tuple[Any, Any, Any] = (None, None, None)
+        if op.get("ConditionExpression") is not None:
+            condition = cached_filter_expression(
+                op["ConditionExpression"], op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            )
+            if not condition.expr(current):
+                old = None
+                if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                    old = current.to_json()["Attributes"]
+                error = ("ConditionalCheckFailed", ConditionalCheckFailed().message, old)
+        errors.append(error)
+        snapshot = copy.deepcopy(current.to_json()["Attributes"]) if current else None
+        plan.append((op_type, {**op, "_key": key}, snapshot))
+    if any(code is not None for code, _, _ in errors):
+        raise TransactionCanceledException(errors)
+    return plan
+
+
+def _apply(backend: DynamoDBBackend, plan: list[tuple[str, dict[str, Any], Any]]) -> None:
+    applied: list[tuple[dict[str, Any], Any]] = []
+    try:
+        for op_type, op, snapshot in plan:
+            table_name, key = op["TableName"], op["_key"]
+            names, values = op.get("ExpressionAttributeNames") or {}, op.get("ExpressionAttributeValues") or {}
+            if op_type == "Put":
+                backend.put_item(table_name, op["Item"])
+            elif op_type == "Delete":
+                backend.delete_item(table_name, key)
+            elif op_type == "Update":
+                backend.update_item(
+                    table_name,
+                    key,
+                    update_expression=op["UpdateExpression"],
+                    expression_attribute_names=names,
+                    expression_attribute_values=values,
+                )
+            applied.append((op, snapshot))
+    except Exception:
+        for op, snapshot in reversed(applied):
+            if snapshot is None:
+                backend.delete_item(op["TableName"], op["_key"])
+            else:
+                backend.put_item(op["TableName"], snapshot)
+        raise
+
+
+# DynamoDB's item size limit as moto enforces it (between 409 and 410 KB in practice).
+ITEM_SIZE_LIMIT = 405000
+
+
+def item_init(self: Item, hash_key: DynamoType, range_key: DynamoType | None, attrs: dict[str, Any]) -> None:
+    """``Item.__init__`` with one size check instead of one per attribute."""
+    self.hash_key = hash_key
+    self.range_key = range_key
+    values = LimitedSizeDict()
+    dict.update(values, {key: DynamoType(value) for key, value in attrs.items()})
+    if sum(bytesize(key) + value.size() for key, value in values.items()) > ITEM_SIZE_LIMIT:
+        raise ItemSizeTooLarge
+    self.attrs = values
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_condition(expression: str | None, names: str, values: str) -> Any:
+    return _ORIGINAL_FILTER(expression, json.loads(names), json.loads(values))
+
+
+def cached_filter_expression(expression: str | None, names: Any, values: Any) -> Any:
+    """moto's ``get_filter_expression``, memoised on its (JSON-able) arguments."""
+    if expression is None:
+        return _ORIGINAL_FILTER(expression, names, values)
+    return _parsed_condition(expression, json.dumps(names, sort_keys=True), json.dumps(values, sort_keys=True))
+
+
+_ORIGINAL_FILTER = get_filter_expression
+
+
+def apply() -> None:
+    """Install the replacements (idempotent)."""
+    if _ORIGINALS:
+        return
+    _ORIGINALS["filter"] = dynamodb_models.get_filter_expression
+    dynamodb_models.get_filter_expression = cached_filter_expression  # type: ignore[assignment]
+    dynamodb_table.get_filter_expression = cached_filter_expression  # type: ignore[assignment]
+    _ORIGINALS["item_init"] = Item.__init__
+    Item.__init__ = item_init  # type: ignore[method-assign]
+    for name in ("put_item", "update_item", "delete_item"):
+        _ORIGINALS[name] = getattr(DynamoDBBackend, name)
+        setattr(DynamoDBBackend, name, _locked(_ORIGINALS[name]))
+    _ORIGINALS["transact_write_items"] = DynamoDBBackend.transact_write_items
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def restore() -> None:
+    """Put moto's own methods back."""
+    for name, method in _ORIGINALS.items():
+        if name == "item_init":
+            Item.__init__ = method  # type: ignore[method-assign]
+        elif name == "filter":
+            dynamodb_models.get_filter_expression = method
+            dynamodb_table.get_filter_expression = method
+        else:
+            setattr(DynamoDBBackend, name, method)
+    _ORIGINALS.clear()
