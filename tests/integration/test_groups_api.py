@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import boto3
+import pytest
 
 from herald.groups import service as groups
+from local.functions import FunctionError
 from tests.harness import Herald, load_event
 
 
@@ -160,3 +162,29 @@ def test_a_deleting_group_takes_no_new_members(herald: Herald) -> None:
     assert herald.call("GET", "/groups/vip").body["state"] == "Deleting"
     assert herald.call("PUT", "/contacts/c2/groups/vip").status == 422
     assert herald.call("POST", "/groups/vip/members", {"contact_ids": ["c2"]}).status == 409
+
+
+def test_group_deletion_steps_on_their_sample_events(herald: Herald) -> None:
+    make_group(herald)
+    make_customer(herald, "c1", group_ids=["vip"])
+    # Not marked for deletion: the steps change nothing
+    assert herald.host.invoke("GroupDeletionFunction", load_event("group_deletion/unassign-members"))["more"] is False
+    assert herald.host.invoke("GroupDeletionFunction", load_event("group_deletion/finish-deletion")) == {
+        "outcome": "not_deleting"
+    }
+    assert herald.call("GET", "/groups/vip").body["member_count"] == 1
+    # Marked: unassign, then finish (and finishing again is harmless)
+    groups.delete_group("vip", True, lambda group_id, reason: "execution")
+    progress = herald.host.invoke("GroupDeletionFunction", load_event("group_deletion/unassign-members"))
+    assert progress == {"unassigned": 1, "failed": 0, "more": False}
+    assert herald.host.invoke("GroupDeletionFunction", load_event("group_deletion/finish-deletion")) == {
+        "outcome": "deleted"
+    }
+    assert herald.host.invoke("GroupDeletionFunction", load_event("group_deletion/finish-deletion")) == {
+        "outcome": "deleted"
+    }
+
+
+def test_a_malformed_task_is_rejected(herald: Herald) -> None:
+    with pytest.raises(FunctionError, match="action"):
+        herald.host.invoke("GroupDeletionFunction", {"action": "explode", "group_id": "vip"})
