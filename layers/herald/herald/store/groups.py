@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 
 from pynamodb.exceptions import DeleteError, UpdateError
+from pynamodb.expressions.condition import Condition
 from pynamodb.pagination import ResultIterator
 
 from herald.groups.model import Group, GroupState
@@ -165,38 +166,28 @@ def delete_unit(group: Group, require_unused: bool) -> Unit:
 
 
 def reference_unit(group_id: str, referrer: str, add: bool) -> Unit:
-    """Record (or drop) that ``referrer`` uses a group; keeps ``ref_count`` exact."""
+    """Record (or drop) that ``referrer`` uses a group; keeps ``ref_count`` exact.
+
+    Adding needs a Ready group and a new reference; dropping needs the reference.
+    """
     ref = CatalogRecord(entity_type=ref_partition(group_id), entity_id=referrer)
     counter = GroupCounterRecord(entity_type=GROUP_ENTITY, entity_id=group_id)
+    counter_condition: Condition
     if add:
-        return Unit(
-            tag=referrer,
-            operations=[
-                Operation("put", ref, REF_LABEL, condition=CatalogRecord.entity_id.does_not_exist(), versioned=False),
-                Operation(
-                    "update",
-                    counter,
-                    GROUP_LABEL_PREFIX + group_id,
-                    condition=GroupCounterRecord.state == GroupState.READY.value,
-                    actions=[GroupCounterRecord.ref_count.add(1)],
-                    versioned=False,
-                ),
-            ],
-        )
-    return Unit(
-        tag=referrer,
-        operations=[
-            Operation("delete", ref, REF_LABEL, condition=CatalogRecord.entity_id.exists(), versioned=False),
-            Operation(
-                "update",
-                counter,
-                GROUP_LABEL_PREFIX + group_id,
-                condition=GroupCounterRecord.entity_id.exists(),
-                actions=[GroupCounterRecord.ref_count.add(-1)],
-                versioned=False,
-            ),
-        ],
+        ref_op = Operation("put", ref, REF_LABEL, condition=CatalogRecord.entity_id.does_not_exist(), versioned=False)
+        counter_condition = GroupCounterRecord.state == GroupState.READY.value
+    else:
+        ref_op = Operation("delete", ref, REF_LABEL, condition=CatalogRecord.entity_id.exists(), versioned=False)
+        counter_condition = GroupCounterRecord.entity_id.exists()
+    counter_op = Operation(
+        "update",
+        counter,
+        GROUP_LABEL_PREFIX + group_id,
+        condition=counter_condition,
+        actions=[GroupCounterRecord.ref_count.add(1 if add else -1)],
+        versioned=False,
     )
+    return Unit(tag=referrer, operations=[ref_op, counter_op])
 
 
 def drop_references(group_id: str) -> list[str]:
