@@ -83,8 +83,8 @@ def to_record(contact: Contact, stored_version: int | None) -> ContactRecord:
 
 def from_record(record: ContactRecord) -> Contact:
     """The domain contact of a stored record."""
-    consent_raw = record.consent.as_dict() if record.consent is not None else {}
-    bounce_raw = record.bounce.as_dict() if record.bounce is not None else {}
+    consent_raw = record.consent or {}
+    bounce_raw = record.bounce or {}
     return Contact(
         contact_id=record.contact_id,
         kind=ContactKind(record.kind),
@@ -94,7 +94,7 @@ def from_record(record: ContactRecord) -> Contact:
         first_name=record.first_name,
         last_name=record.last_name,
         group_ids=sorted(record.group_ids or ()),
-        attributes=record.attributes.as_dict() if record.attributes is not None else {},
+        attributes=record.attributes or {},
         consent={channel: Consent(**value) for channel, value in consent_raw.items()},
         bounce=Bounce(**bounce_raw),
         time_zone=record.time_zone,

@@ -8,18 +8,71 @@ start by :func:`bind_tables`, never hard-coded.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pynamodb.attributes import (
-    MapAttribute,
+    Attribute,
     NumberAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
     VersionAttribute,
 )
+from pynamodb.constants import MAP
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from herald.config import TableNames
+
+
+class JSONMapAttribute(Attribute[dict[str, Any]]):
+    """A free-form map stored as a DynamoDB map, read back as a plain dict.
+
+    pynamodb's untyped ``MapAttribute`` builds an attribute object per key on
+    every read and write; free attributes, consent and bounce state are plain
+    JSON, so they are converted directly (numbers come back as int or float).
+    """
+
+    attr_type = MAP
+
+    def serialize(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {key: _to_attribute_value(item) for key, item in value.items()}
+
+    def deserialize(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {key: _from_attribute_value(item) for key, item in value.items()}
+
+
+def _to_attribute_value(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": repr(value) if isinstance(value, float) else str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, dict):
+        return {"M": {str(k): _to_attribute_value(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [_to_attribute_value(v) for v in value]}
+    raise TypeError(f"cannot store {type(value).__name__} in a JSON map")
+
+
+def _from_attribute_value(value: dict[str, Any]) -> Any:
+    ((kind, data),) = value.items()
+    if kind == "S":
+        return data
+    if kind == "N":
+        return float(data) if any(c in data for c in ".eE") else int(data)
+    if kind == "BOOL":
+        return bool(data)
+    if kind == "NULL":
+        return None
+    if kind == "M":
+        return {k: _from_attribute_value(v) for k, v in data.items()}
+    if kind == "L":
+        return [_from_attribute_value(v) for v in data]
+    raise TypeError(f"unexpected attribute value type {kind}")
+
 
 # Customers and leads are spread over this many index partitions per
 # kind and status, so a bulk import never hammers one GSI partition key.
@@ -51,9 +104,9 @@ class ContactRecord(Model):
     first_name = UnicodeAttribute(null=True)
     last_name = UnicodeAttribute(null=True)
     group_ids = UnicodeSetAttribute(null=True)
-    attributes = MapAttribute(null=True)  # type: ignore[var-annotated]
-    consent = MapAttribute(null=True)  # type: ignore[var-annotated]
-    bounce = MapAttribute(null=True)  # type: ignore[var-annotated]
+    attributes = JSONMapAttribute(null=True)
+    consent = JSONMapAttribute(null=True)
+    bounce = JSONMapAttribute(null=True)
     time_zone = UnicodeAttribute()
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
