@@ -214,3 +214,31 @@ def test_openapi_document_lists_the_routes(herald: Herald) -> None:
     for path in ("/contacts", "/contacts/import", "/contacts/{contact_id}", "/groups", "/groups/{group_id}/members"):
         assert path in paths
     assert "ContactIn" in reply.body["components"]["schemas"]
+
+
+def test_ids_that_cannot_exist_are_404_not_errors(herald: Herald) -> None:
+    long_id = "x" * 3000  # beyond DynamoDB's key size
+    assert herald.call("GET", f"/contacts/{long_id}").status == 404
+    assert herald.call("GET", f"/groups/{long_id}").status == 404
+    assert herald.call("GET", "/contacts/has%20space").status == 404
+    assert herald.call("POST", f"/groups/{long_id}/members", {"contact_ids": ["c1"]}).status == 404
+    herald.call("POST", "/contacts", customer(contact_id="c1"))
+    assert herald.call("PUT", f"/contacts/c1/groups/{long_id}").status == 422
+    assert herald.call("GET", f"/contacts?group_id={long_id}").status == 422
+
+
+def test_oversized_attributes_are_422(herald: Herald) -> None:
+    reply = herald.call("POST", "/contacts", customer(attributes={"notes": "x" * 150_000}))
+    assert reply.status == 422
+    assert reply.body["errors"][0]["field"] == "attributes"
+
+
+def test_import_rows_that_are_not_objects_are_rejected(herald: Herald) -> None:
+    reply = herald.call("POST", "/contacts/import", {"contacts": ["not a row", 42, None]})
+    assert reply.status == 200
+    assert [r["outcome"] for r in reply.body["rows"]] == ["rejected"] * 3
+    assert reply.body["rows"][0]["errors"][0]["field"] == "row"
+    assert herald.call("POST", "/contacts/import", {"contacts": "all of them"}).status == 422
+    odd = herald.call("POST", "/contacts/import", {"contacts": [{"kind": "lead", "email": 7}]})
+    assert odd.status == 200
+    assert odd.body["rows"][0]["outcome"] == "rejected"

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from herald.api.responses import etag, json_response, parse_if_match
 from herald.contacts import service
-from herald.contacts.model import ContactIn, ContactKind, ContactPatch, ContactStatus
+from herald.contacts.model import ContactIn, ContactKind, ContactPatch, ContactStatus, is_valid_id
 from herald.errors import PayloadTooLarge, ValidationFailed
 from herald.observability import metrics
 from herald.store import groups as group_store
@@ -25,7 +25,8 @@ MAX_IMPORT_BYTES = 5 * 1024 * 1024
 class ContactImport(BaseModel):
     """A bulk import: up to 1,000 rows, each a contact as POST /contacts takes it."""
 
-    contacts: list[dict[str, Any]] = Field(description="rows to create or update (at most 1,000)")
+    # Rows are validated one by one, so a bad row is that row's rejection, not the file's.
+    contacts: list[Any] = Field(description="rows to create or update (at most 1,000)")
 
 
 @router.post("/contacts", summary="Create a contact")
@@ -44,7 +45,7 @@ def list_contacts(
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> Response[Any]:
-    if group_id is not None and group_store.get(group_id) is None:
+    if group_id is not None and (not is_valid_id(group_id) or group_store.get(group_id) is None):
         raise ValidationFailed.one("group_id", f"unknown group id {group_id}")
     page = service.list_contacts(kind, status, group_id, cursor, limit)
     return json_response(

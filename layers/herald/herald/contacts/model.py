@@ -7,6 +7,7 @@ customer-group ids, free attributes.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from enum import StrEnum
@@ -17,6 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Str
 
 MAX_GROUPS_PER_CONTACT = 25
 MAX_ATTRIBUTES = 100
+# Well under DynamoDB's 400 KB item limit, leaving room for the rest of the contact.
+MAX_ATTRIBUTES_BYTES = 100_000
 
 
 class ContactKind(StrEnum):
@@ -43,6 +46,14 @@ class Channel(StrEnum):
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_ID_PATTERN = re.compile(_ID)
+
+
+def is_valid_id(value: str) -> bool:
+    """True if ``value`` has the shape of a Herald id (so it can name something)."""
+    return bool(_ID_PATTERN.match(value))
+
+
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _ZONES = frozenset(available_timezones())
 
@@ -70,6 +81,8 @@ def _unique_ids(values: list[str]) -> list[str]:
 
 
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(values, default=str)) > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"attributes must be at most {MAX_ATTRIBUTES_BYTES:,} bytes of JSON")
     for name in values:
         if not _ATTRIBUTE_NAME.match(name):
             raise ValueError(f"attribute name {name!r} must start with a letter and use letters, digits, _")

@@ -25,6 +25,7 @@ from herald.contacts.model import (
     ContactPatch,
     ContactStatus,
     email_key,
+    is_valid_id,
     validate_attribute_patch,
 )
 from herald.cursor import decode_cursor, encode_cursor
@@ -59,7 +60,7 @@ def create_contact(data: ContactIn) -> Contact:
 
 def get_contact(contact_id: str) -> Contact:
     """One contact; raises ``NotFound``."""
-    contact = store.get(contact_id)
+    contact = store.get(contact_id) if is_valid_id(contact_id) else None
     if contact is None:
         raise NotFound(f"contact {contact_id} does not exist", id=contact_id)
     return contact
@@ -212,7 +213,7 @@ def _new_contact(data: ContactIn, now: str) -> Contact:
 def _check_groups(kind: ContactKind, added: list[str], all_groups: list[str] | None = None) -> None:
     if kind is ContactKind.LEAD and (all_groups if all_groups is not None else added):
         raise ValidationFailed.one("group_ids", "customer groups apply to customers only; this contact is a lead")
-    problem = _group_problem(added, group_store.batch_get(added))
+    problem = _group_problem(added, group_store.batch_get([g for g in added if is_valid_id(g)]))
     if problem:
         raise ValidationFailed.one("group_ids", problem)
 
@@ -458,7 +459,7 @@ def bulk_membership(group_id: str, contact_ids: list[str], assign: bool) -> list
     """
     if len(contact_ids) > MAX_IMPORT_ROWS:
         raise PayloadTooLarge(f"at most {MAX_IMPORT_ROWS} contacts per request; got {len(contact_ids)}")
-    group = group_store.get(group_id)
+    group = group_store.get(group_id) if is_valid_id(group_id) else None
     if group is None:
         raise NotFound(f"group {group_id} does not exist", id=group_id)
     if assign and group.state is not GroupState.READY:
@@ -505,7 +506,7 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     """Turn pydantic errors into ``{"field", "problem"}`` pairs."""
     errors = []
     for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "body"
+        location = ".".join(str(part) for part in error["loc"]) or "row"
         problem = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
         errors.append({"field": location, "problem": problem.removeprefix("Value error, ")})
     return errors

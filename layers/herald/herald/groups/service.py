@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from herald import clock
+from herald.contacts.model import is_valid_id
 from herald.cursor import decode_cursor, encode_cursor
 from herald.errors import Conflict, HeraldError, NotFound, StaleVersion
 from herald.groups.model import Group, GroupIn, GroupPatch, GroupState
@@ -38,7 +39,7 @@ def create_group(data: GroupIn) -> Group:
 
 def get_group(group_id: str) -> Group:
     """One group; raises ``NotFound``."""
-    group = store.get(group_id)
+    group = store.get(group_id) if is_valid_id(group_id) else None
     if group is None:
         raise NotFound(f"group {group_id} does not exist", id=group_id)
     return group
