@@ -25,7 +25,8 @@ isolated from writes made by other server threads in the meantime.
 The replacement here is two-phase, as DynamoDB's semantics are: every
 condition is evaluated against the state before the transaction, and only if
 all pass are the writes applied. It holds one lock, which single-item writes
-also take, so a transaction is atomic with respect to every other write.
+and reads also take, so a transaction is atomic with respect to every other
+request, and no read iterates a table while a write changes it.
 Only the touched items are copied, to undo a write that fails half-way
 (an invalid update expression, say).
 """
@@ -124,9 +125,12 @@ def _check(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> li
 
 
 def _apply(backend: DynamoDBBackend, plan: list[tuple[str, dict[str, Any], Any]]) -> None:
+    # Each item's snapshot is recorded before its write: a write that fails half-way
+    # (moto may change an item in place before refusing it) is undone too.
     applied: list[tuple[dict[str, Any], Any]] = []
     try:
         for op_type, op, snapshot in plan:
+            applied.append((op, snapshot))
             table_name, key = op["TableName"], op["_key"]
             names, values = op.get("ExpressionAttributeNames") or {}, op.get("ExpressionAttributeValues") or {}
             if op_type == "Put":
@@ -141,14 +145,16 @@ def _apply(backend: DynamoDBBackend, plan: list[tuple[str, dict[str, Any], Any]]
                     expression_attribute_names=names,
                     expression_attribute_values=values,
                 )
-            applied.append((op, snapshot))
-    except Exception:
+    except Exception as exc:
         for op, snapshot in reversed(applied):
             if snapshot is None:
                 backend.delete_item(op["TableName"], op["_key"])
             else:
                 backend.put_item(op["TableName"], snapshot)
-        raise
+        # DynamoDB reports an item it refuses as a cancellation reason, not a request error.
+        reasons: list[tuple[Any, Any, Any]] = [(None, None, None)] * len(plan)
+        reasons[len(applied) - 1] = ("ValidationError", getattr(exc, "message", str(exc)), None)
+        raise TransactionCanceledException(reasons) from exc
 
 
 # DynamoDB's item size limit as moto enforces it (between 409 and 410 KB in practice).
@@ -219,7 +225,8 @@ def apply() -> None:
     dynamodb_table.get_filter_expression = cached_filter_expression  # type: ignore[assignment]
     _ORIGINALS["item_init"] = Item.__init__
     Item.__init__ = item_init  # type: ignore[method-assign]
-    for name in ("put_item", "update_item", "delete_item"):
+    # Writes and reads share one lock: moto's reads iterate the very dicts writes change.
+    for name in ("put_item", "update_item", "delete_item", "get_item", "query", "scan"):
         _ORIGINALS[name] = getattr(DynamoDBBackend, name)
         setattr(DynamoDBBackend, name, _locked(_ORIGINALS[name]))
     _ORIGINALS["transact_write_items"] = DynamoDBBackend.transact_write_items

@@ -6,7 +6,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from herald.api.app import as_json_request, build_api
+from herald.api.app import build_api, serve
 from herald.config import TableNames, require
 from herald.observability import logger, metrics, tracer
 from herald.store.tables import bind_tables
@@ -32,4 +32,4 @@ resolver = build_api(StateMachineStarter(settings.group_deletion_state_machine_a
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return resolver.resolve(as_json_request(event), context)
+    return serve(resolver, event, context)

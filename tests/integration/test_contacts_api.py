@@ -242,3 +242,88 @@ def test_import_rows_that_are_not_objects_are_rejected(herald: Herald) -> None:
     odd = herald.call("POST", "/contacts/import", {"contacts": [{"kind": "lead", "email": 7}]})
     assert odd.status == 200
     assert odd.body["rows"][0]["outcome"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "problem"),
+    [
+        ({"x": 1e300}, "DynamoDB can store"),
+        ({"x": float("nan")}, "DynamoDB can store"),
+        ({"x": 10**40}, "38 digits"),
+        ({"x": {"": 1}}, "empty key"),
+        ({"x": {"set": {"a"}}}, None),
+    ],
+)
+def test_attributes_dynamodb_cannot_store_are_422(herald: Herald, attributes: dict[str, object], problem: str) -> None:
+    if problem is None:
+        return  # JSON has no sets: nothing to send
+    from herald.contacts.model import ContactIn
+
+    with pytest.raises(ValueError, match=problem):
+        ContactIn.model_validate({"kind": "customer", "attributes": attributes})
+
+
+def test_a_number_dynamodb_refuses_is_a_422_through_the_api(herald: Herald) -> None:
+    reply = herald.call("POST", "/contacts", '{"kind": "customer", "attributes": {"x": 1e300}}')
+    assert reply.status == 422
+    assert reply.body["errors"][0]["field"] == "attributes"
+
+
+def test_implausible_consent_dates_are_422(herald: Herald) -> None:
+    reply = herald.call(
+        "POST",
+        "/contacts",
+        customer(consent={"email": {"granted": True, "source": "x", "at": "0001-01-01T00:00:00+05:00"}}),
+    )
+    assert reply.status == 422
+    assert reply.body["errors"][0]["field"] == "consent.email.at"
+
+
+def test_unchanged_consent_keeps_its_time_and_version(herald: Herald) -> None:
+    herald.call("POST", "/contacts", customer(contact_id="c1", consent={"email": {"granted": True, "source": "web"}}))
+    first = herald.call("GET", "/contacts/c1").body
+    again = herald.call("PATCH", "/contacts/c1", {"consent": {"email": {"granted": True, "source": "web"}}}).body
+    assert again["version"] == first["version"]
+    assert again["consent"] == first["consent"]
+
+
+def test_a_lost_if_match_delete_reports_the_current_version(herald: Herald) -> None:
+    from herald.contacts import service
+    from herald.store import contacts as store
+
+    herald.call("POST", "/contacts", customer(contact_id="c1"))
+    original = store.get
+    calls = {"n": 0}
+
+    def stale_then_real(contact_id: str):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        contact = original(contact_id)
+        if calls["n"] == 1:  # someone edits right after our read
+            herald.call("PATCH", "/contacts/c1", {"first_name": "Z"})
+        return contact
+
+    store.get = stale_then_real  # type: ignore[assignment]
+    try:
+        with pytest.raises(Exception) as caught:
+            service.delete_contact("c1", if_match=1)
+    finally:
+        store.get = original  # type: ignore[assignment]
+    assert getattr(caught.value, "current_version", None) == 2
+
+
+def test_too_many_group_changes_at_once_are_422(herald: Herald) -> None:
+    for i in range(50):
+        herald.call("POST", "/groups", {"group_id": f"g{i}", "name": f"G{i}"})
+    herald.call("POST", "/contacts", customer(contact_id="c1", group_ids=[f"g{i}" for i in range(25)]))
+    reply = herald.call("PATCH", "/contacts/c1", {"group_ids": [f"g{i}" for i in range(25, 50)]})
+    assert reply.status == 422
+    assert reply.body["errors"][0]["field"] == "group_ids"
+    assert herald.call("GET", "/contacts/c1").body["group_ids"] == sorted(f"g{i}" for i in range(25))
+
+
+def test_bodies_over_the_limit_are_413_unread(herald: Herald) -> None:
+    from herald.api.app import MAX_BODY_BYTES
+
+    reply = herald.call("POST", "/contacts/import", "x" * (MAX_BODY_BYTES + 1))
+    assert reply.status == 413
+    assert reply.body["error"] == "payload_too_large"

@@ -188,3 +188,52 @@ def test_group_deletion_steps_on_their_sample_events(herald: Herald) -> None:
 def test_a_malformed_task_is_rejected(herald: Herald) -> None:
     with pytest.raises(FunctionError, match="action"):
         herald.host.invoke("GroupDeletionFunction", {"action": "explode", "group_id": "vip"})
+
+
+def test_a_rename_never_overwrites_member_counts_or_the_deletion_state(herald: Herald) -> None:
+    from herald import clock
+    from herald.store import groups as store
+    from herald.store.transactions import commit_units
+
+    make_group(herald)
+    stale = store.get("vip")
+    assert stale is not None
+    # A member joins after the rename read the group...
+    make_customer(herald, "c1", group_ids=["vip"])
+    renamed = stale.model_copy(update={"name": "VIP Members", "updated_at": clock.now_iso()})
+    # ...and the rename, written from that stale read, still lands without touching the count
+    assert not commit_units([store.update_unit(stale, renamed)]).failures
+    group = herald.call("GET", "/groups/vip").body
+    assert (group["name"], group["member_count"]) == ("VIP Members", 1)
+    assert herald.call("DELETE", "/groups/vip").status == 409  # still in use
+    # A group being deleted cannot be renamed, and an unforced delete does not restart it
+    groups.delete_group("vip", True, lambda group_id, reason: "execution")
+    assert herald.call("PATCH", "/groups/vip", {"name": "Back"}).status == 409
+    refused = herald.call("DELETE", "/groups/vip")
+    assert refused.status == 409
+    assert refused.body["state"] == "Deleting"
+    assert herald.call("GET", "/groups/vip").body["state"] == "Deleting"
+
+
+def test_losing_members_never_creates_a_phantom_group(herald: Herald) -> None:
+    from herald.store import contacts as contact_store
+    from herald.store.transactions import commit_units
+
+    make_customer(herald, "c1")
+    contact = contact_store.get("c1")
+    assert contact is not None
+    dangling = contact.model_copy(update={"group_ids": ["ghost"]})
+    report = commit_units([contact_store.change_unit(0, dangling, contact)])  # "remove" a group that never existed
+    assert report.failures[0].labels == ["group:ghost"]
+    assert herald.call("GET", "/groups/ghost").status == 404
+
+
+def test_import_rows_naming_one_contact_twice_are_reported_as_repeats(herald: Herald) -> None:
+    make_customer(herald, "c1", email="one@example.com")
+    rows = [
+        {"contact_id": "c1", "kind": "customer", "first_name": "By id"},
+        {"kind": "customer", "email": "one@example.com", "first_name": "By email"},
+    ]
+    reply = herald.call("POST", "/contacts/import", {"contacts": rows})
+    assert [r["outcome"] for r in reply.body["rows"]] == ["updated", "rejected"]
+    assert reply.body["rows"][1]["errors"] == [{"field": "row", "problem": "repeats row 0 (same contact)"}]

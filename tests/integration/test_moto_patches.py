@@ -75,9 +75,9 @@ def test_an_item_may_be_touched_once(table: Any) -> None:
     assert ids(table) == []
 
 
-def test_a_write_failing_half_way_is_undone(table: Any) -> None:
+def test_a_write_failing_half_way_is_undone_and_reported_as_a_reason(table: Any) -> None:
     table.put_item(TableName="t", Item={"id": {"S": "x"}, "n": {"N": "1"}})
-    with pytest.raises(ClientError):
+    with pytest.raises(ClientError) as caught:
         table.transact_write_items(
             TransactItems=[
                 {"Put": {"TableName": "t", "Item": {"id": {"S": "x"}, "n": {"N": "5"}}}},
@@ -94,6 +94,8 @@ def test_a_write_failing_half_way_is_undone(table: Any) -> None:
         )
     assert ids(table) == ["x"]
     assert table.get_item(TableName="t", Key={"id": {"S": "x"}})["Item"]["n"] == {"N": "1"}
+    reasons = [r["Code"] for r in caught.value.response["CancellationReasons"]]
+    assert reasons == ["None", "None", "ValidationError"]
 
 
 def test_concurrent_counter_transactions_are_isolated(table: Any) -> None:

@@ -14,7 +14,16 @@ from herald.api.responses import parse_if_match
 from herald.cursor import decode_cursor, encode_cursor
 from herald.errors import BadRequest
 from herald.store.tables import ContactKeyRecord, GroupCounterRecord
-from herald.store.transactions import MAX_TRANSACTION_ITEMS, CounterDelta, Operation, Unit, _merged_counters, _pack
+from herald.store.transactions import (
+    MAX_TRANSACTION_ITEMS,
+    TOO_LARGE,
+    CounterDelta,
+    Operation,
+    Unit,
+    _merged_counters,
+    _pack,
+    commit_units,
+)
 from local.apigw import Route, _http_response, proxy_event
 from tests.harness import load_event
 
@@ -53,13 +62,14 @@ def test_bodies_are_read_as_json_whatever_the_content_type() -> None:
     assert as_json_request({"body": None, "headers": {}}) == {"body": None, "headers": {}}
 
 
-def unit(tag: int, keys: list[str], groups: list[str] = ()) -> Unit:  # type: ignore[assignment]
+def unit(tag: int, keys: list[str], groups: list[str] = (), delta: int = 1) -> Unit:  # type: ignore[assignment]
     operations = [Operation("put", ContactKeyRecord(key=k, contact_id=str(tag)), "key") for k in keys]
 
-    def build(delta: int, group: str = "") -> Operation:
-        return Operation("update", GroupCounterRecord(entity_type="group", entity_id=group), "g", versioned=False)
+    def build(delta: int, guarded: bool, group: str = "") -> Operation:
+        record = GroupCounterRecord(entity_type="group", entity_id=group)
+        return Operation("update", record, "g" if guarded else "g-unguarded", versioned=False)
 
-    counters = [CounterDelta(f"group:{g}", lambda d, g=g: build(d, g), 1) for g in groups]
+    counters = [CounterDelta(f"group:{g}", lambda d, guarded, g=g: build(d, guarded, g), delta) for g in groups]
     return Unit(tag, operations, counters)
 
 
@@ -88,6 +98,21 @@ def test_packing_respects_transaction_rules(specs: list[tuple[list[str], list[st
 def test_counter_deltas_on_one_item_are_summed() -> None:
     merged = _merged_counters([unit(1, ["a"], ["vip"]), unit(2, ["b"], ["vip", "retail"])])
     assert sorted(op.model.entity_id for op in merged) == ["retail", "vip"]
+
+
+def test_a_gain_keeps_its_guard_even_when_deltas_cancel_out() -> None:
+    # One contact joins vip while another leaves it: the net is 0, but vip must still be Ready.
+    [merged] = _merged_counters([unit(1, ["a"], ["vip"], delta=1), unit(2, ["b"], ["vip"], delta=-1)])
+    assert merged.label == "g"
+    [losing] = _merged_counters([unit(1, ["a"], ["vip"], delta=-1)])
+    assert losing.label == "g-unguarded"
+
+
+def test_a_change_larger_than_a_transaction_is_reported_not_sent() -> None:
+    huge = unit(0, [f"k{i}" for i in range(MAX_TRANSACTION_ITEMS + 1)])
+    report = commit_units([huge])
+    assert report.requests == 0
+    assert report.failures[0].labels == [TOO_LARGE]
 
 
 def test_routes_prefer_the_most_specific_path() -> None:

@@ -1,7 +1,8 @@
 """Opaque pagination cursors: base64url of a small JSON document.
 
-Clients must treat a cursor as an opaque string; one that does not decode is a
-400, never a 500.
+Clients must treat a cursor as an opaque string. A cursor carries the
+listing it belongs to (endpoint and filters); one that does not decode, or
+that belongs to another listing, is a 400, never a 500 or a wrong page.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from typing import Any
 from herald.errors import BadRequest
 
 
-def encode_cursor(state: dict[str, Any] | None) -> str | None:
-    """Encode a pagination state, or ``None`` when there are no more pages."""
+def encode_cursor(state: dict[str, Any] | None, listing: str = "") -> str | None:
+    """Encode a pagination state for a listing, or ``None`` when there are no more pages."""
     if state is None:
         return None
-    raw = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
+    raw = json.dumps({**state, "l": listing}, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
-    """Decode a cursor from a client; raises ``BadRequest`` if it was not ours."""
+def decode_cursor(cursor: str | None, listing: str = "") -> dict[str, Any] | None:
+    """Decode a cursor from a client; raises ``BadRequest`` if it was not made for this listing."""
     if not cursor:
         return None
     try:
@@ -33,4 +34,6 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         raise BadRequest("cursor is not a valid pagination cursor", field="cursor") from exc
     if not isinstance(state, dict):
         raise BadRequest("cursor is not a valid pagination cursor", field="cursor")
+    if state.pop("l", None) != listing:
+        raise BadRequest("cursor belongs to another listing (other filters or endpoint)", field="cursor")
     return state

@@ -6,19 +6,21 @@ Every error leaves as JSON: 400 malformed, 404 unknown id, 409 conflict,
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.metrics import MetricUnit
 
 from herald import __version__
 from herald.api import contacts, groups
 from herald.api.responses import json_response
 from herald.errors import HeraldError
 from herald.groups.service import DeletionStarter
-from herald.observability import logger
+from herald.observability import logger, metrics
 
-# Bodies larger than this are refused before parsing (Lambda's limit is 6 MB).
+# Bodies larger than this are refused before parsing (Lambda's payload limit is 6 MB).
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
@@ -57,9 +59,26 @@ def build_api(start_group_deletion: DeletionStarter) -> APIGatewayRestResolver:
     @app.exception_handler(Exception)
     def unexpected(exc: Exception) -> Response[Any]:
         logger.exception("unhandled error")
+        metrics.add_metric(name="UnhandledError", unit=MetricUnit.Count, value=1)
         return json_response(500, {"error": "internal_error", "message": "unexpected error; see the logs"})
 
     return app
+
+
+def serve(resolver: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Handle one proxy event: refuse oversized bodies unread, read the rest as JSON."""
+    body = event.get("body") or ""
+    if len(body) > MAX_BODY_BYTES:
+        metrics.add_metric(name="RequestTooLarge", unit=MetricUnit.Count, value=1)
+        return {
+            "statusCode": 413,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(
+                {"error": "payload_too_large", "message": f"request body exceeds {MAX_BODY_BYTES} bytes"}
+            ),
+            "isBase64Encoded": False,
+        }
+    return resolver.resolve(as_json_request(event), context)
 
 
 def as_json_request(event: dict[str, Any]) -> dict[str, Any]:

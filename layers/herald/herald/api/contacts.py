@@ -13,13 +13,11 @@ from pydantic import BaseModel, Field
 from herald.api.responses import etag, json_response, parse_if_match
 from herald.contacts import service
 from herald.contacts.model import ContactIn, ContactKind, ContactPatch, ContactStatus, is_valid_id
-from herald.errors import PayloadTooLarge, ValidationFailed
+from herald.errors import ValidationFailed
 from herald.observability import metrics
 from herald.store import groups as group_store
 
 router = Router()
-
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
 
 class ContactImport(BaseModel):
@@ -55,9 +53,6 @@ def list_contacts(
 
 @router.post("/contacts/import", summary="Create or update up to 1,000 contacts")
 def import_contacts(body: ContactImport) -> Response[Any]:
-    raw = router.current_event.body or ""
-    if len(raw.encode()) > MAX_IMPORT_BYTES:
-        raise PayloadTooLarge(f"import body exceeds {MAX_IMPORT_BYTES} bytes", limit=MAX_IMPORT_BYTES)
     report = service.import_contacts(body.contacts)
     totals = report.totals()
     metrics.add_metric(name="ContactsImported", unit=MetricUnit.Count, value=totals["created"] + totals["updated"])

@@ -8,13 +8,14 @@ customer-group ids, free attributes.
 from __future__ import annotations
 
 import json
+import math
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 MAX_GROUPS_PER_CONTACT = 25
 MAX_ATTRIBUTES = 100
@@ -80,9 +81,44 @@ def _unique_ids(values: list[str]) -> list[str]:
     return values
 
 
+MAX_NESTING = 16
+# DynamoDB numbers: up to 38 significant digits, magnitude within 1E-130 .. 9.99E+125.
+_LARGEST_NUMBER = 9.9999999999999999e125
+_SMALLEST_NUMBER = 1e-130
+
+
+def _storable(path: str, value: Any, depth: int = 0) -> None:
+    """Refuse values DynamoDB cannot store, naming where they are."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"{path} is nested more than {MAX_NESTING} levels deep")
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if len(str(abs(value))) > 38:
+            raise ValueError(f"{path} has more than 38 digits")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value) or (value != 0 and not _SMALLEST_NUMBER <= abs(value) <= _LARGEST_NUMBER):
+            raise ValueError(f"{path} is not a number DynamoDB can store")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not key:
+                raise ValueError(f"{path} has an empty key")
+            _storable(f"{path}.{key}", item, depth + 1)
+        return
+    if isinstance(value, list):
+        for position, item in enumerate(value):
+            _storable(f"{path}[{position}]", item, depth + 1)
+        return
+    raise ValueError(f"{path} must be JSON (string, number, boolean, null, list or object)")
+
+
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:
     if len(json.dumps(values, default=str)) > MAX_ATTRIBUTES_BYTES:
         raise ValueError(f"attributes must be at most {MAX_ATTRIBUTES_BYTES:,} bytes of JSON")
+    for name, value in values.items():
+        _storable(name, value)
     for name in values:
         if not _ATTRIBUTE_NAME.match(name):
             raise ValueError(f"attribute name {name!r} must start with a letter and use letters, digits, _")
@@ -117,12 +153,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 class ConsentIn(Strict):
     """Consent for one channel: granted or withdrawn, where it came from and when."""
 
     granted: bool
     source: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     at: datetime | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)  # naive times are UTC
+        if not _EARLIEST <= moment < _LATEST:
+            raise ValueError("must be between 1970 and 2100")
+        return moment
 
 
 class Consent(BaseModel):

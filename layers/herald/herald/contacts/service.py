@@ -33,7 +33,7 @@ from herald.errors import Conflict, HeraldError, NotFound, PayloadTooLarge, Stal
 from herald.groups.model import GroupState
 from herald.store import contacts as store
 from herald.store import groups as group_store
-from herald.store.transactions import CommitReport, Failure, commit_units
+from herald.store.transactions import INVALID_PREFIX, TOO_LARGE, CommitReport, Failure, commit_units
 
 MAX_IMPORT_ROWS = 1000
 MAX_PAGE = 100
@@ -90,7 +90,8 @@ def delete_contact(contact_id: str, if_match: int | None = None) -> None:
             return
         except StaleVersion:
             if if_match is not None:
-                raise
+                latest = store.get(contact_id)
+                raise StaleVersion("contact", contact_id, latest.version if latest else None) from None
     raise Conflict(f"contact {contact_id} keeps changing; retry later", id=contact_id)
 
 
@@ -157,7 +158,7 @@ def _apply_patch(current: Contact, patch: ContactPatch, fields: set[str]) -> Con
                 if item is None:
                     consent.pop(channel.value, None)
                 else:
-                    consent[channel.value] = _consent(item, now).model_dump()
+                    consent[channel.value] = _consent(item, now, current.consent.get(channel.value)).model_dump()
             values["consent"] = consent
         elif name == "bounce":
             values["bounce"] = Bounce(**(value.model_dump() if value else {})).model_dump()
@@ -177,11 +178,13 @@ def _apply_patch(current: Contact, patch: ContactPatch, fields: set[str]) -> Con
     return contact
 
 
-def _consent(item: Any, now: str) -> Consent:
+def _consent(item: Any, now: str, stored: Consent | None = None) -> Consent:
+    """Consent from input; an unchanged grant keeps the time it was given."""
+    if item.at is None and stored is not None and (stored.granted, stored.source) == (item.granted, item.source):
+        return stored
     # Built from already-validated input, so it is constructed, not re-validated.
-    return Consent.model_construct(
-        granted=item.granted, source=item.source, at=clock.to_iso(item.at) if item.at else now
-    )
+    at = clock.to_iso(item.at) if item.at else now
+    return Consent.model_construct(granted=item.granted, source=item.source, at=at)
 
 
 def _new_contact(data: ContactIn, now: str) -> Contact:
@@ -238,10 +241,20 @@ def _commit_one(before: Contact | None, after: Contact | None) -> None:
 def _failure_error(failure: Failure, before: Contact | None, after: Contact | None) -> HeraldError:
     subject = after or before
     assert subject is not None
+    new_keys = after.natural_keys() if after else set()
     for label in failure.labels:
         if label == store.CONTACT_LABEL:
             if before is None:
                 return Conflict(f"contact {subject.contact_id} already exists", id=subject.contact_id)
+            return StaleVersion("contact", subject.contact_id, None)
+        if label == TOO_LARGE:
+            return ValidationFailed.one(
+                "group_ids", "too many group changes at once; change at most 40 groups a request"
+            )
+        if label.startswith(INVALID_PREFIX):
+            return ValidationFailed.one(label.removeprefix(INVALID_PREFIX) or "contact", failure.message)
+        if label.startswith(store.KEY_LABEL_PREFIX) and label.removeprefix(store.KEY_LABEL_PREFIX) not in new_keys:
+            # The old email's key changed under us: the contact itself was changed meanwhile.
             return StaleVersion("contact", subject.contact_id, None)
         if label.startswith(store.KEY_LABEL_PREFIX) and subject.email:
             owner = store.owner_of_email(subject.kind.value, subject.email)
@@ -282,7 +295,8 @@ def list_contacts(
     otherwise the kind/status index, shard by shard. Never a scan.
     """
     limit = max(1, min(limit, MAX_PAGE))
-    state = decode_cursor(cursor)
+    listing = f"contacts|{kind}|{status}|{group_id}"
+    state = decode_cursor(cursor, listing)
     if group_id is not None:
         if kind is ContactKind.LEAD:
             return ContactPage([], None)
@@ -290,11 +304,11 @@ def list_contacts(
         records, next_state = store.query_pages(partitions, state, limit)
         found = store.batch_get(r.contact_id for r in records)
         items = [found[r.contact_id] for r in records if r.contact_id in found]
-        return ContactPage(items, encode_cursor(next_state))
+        return ContactPage(items, encode_cursor(next_state, listing))
     kinds = [kind.value] if kind else [k.value for k in ContactKind]
     statuses = [status.value] if status else [s.value for s in ContactStatus]
     records, next_state = store.query_pages(store.kind_status_partitions(kinds, statuses), state, limit)
-    return ContactPage([store.from_record(r) for r in records], encode_cursor(next_state))
+    return ContactPage([store.from_record(r) for r in records], encode_cursor(next_state, listing))
 
 
 # --------------------------------------------------------------------------
@@ -353,8 +367,16 @@ def import_contacts(rows: list[Any]) -> ImportReport:
     now = clock.now_iso()
 
     planned: list[tuple[int, Contact | None, Contact]] = []
+    claimed: dict[str, int] = {}
     for index, row in parsed:
         before = _match(row, existing)
+        if before is not None and before.contact_id in claimed:
+            # e.g. one row names the contact by id, a later one by its email
+            repeated = f"repeats row {claimed[before.contact_id]} (same contact)"
+            outcomes[index] = RowOutcome(index, "rejected", before.contact_id, [{"field": "row", "problem": repeated}])
+            continue
+        if before is not None:
+            claimed[before.contact_id] = index
         try:
             after = _import_target(row, before, now)
         except ValidationFailed as exc:

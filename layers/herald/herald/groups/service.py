@@ -17,6 +17,7 @@ from herald.store import groups as store
 from herald.store.transactions import Failure, commit_units
 
 MAX_PAGE = 100
+EDIT_RETRIES = 5
 
 # Starts the state machine that unassigns a group's members; returns its id.
 DeletionStarter = Callable[[str, str], str]
@@ -56,13 +57,13 @@ class GroupPage:
 def list_groups(cursor: str | None = None, limit: int = 50) -> GroupPage:
     """Groups in id order (one catalog partition: a Query, never a scan)."""
     limit = max(1, min(limit, MAX_PAGE))
-    records, state = contact_store.query_pages([store.page], decode_cursor(cursor), limit)
-    return GroupPage([store.from_record(r) for r in records], encode_cursor(state))
+    records, state = contact_store.query_pages([store.page], decode_cursor(cursor, "groups"), limit)
+    return GroupPage([store.from_record(r) for r in records], encode_cursor(state, "groups"))
 
 
 def update_group(group_id: str, patch: GroupPatch, if_match: int | None = None) -> Group:
     """Rename a group or change its description (409 on a stale ``If-Match``)."""
-    for _ in range(5):
+    for _ in range(EDIT_RETRIES):
         current = get_group(group_id)
         if if_match is not None and if_match != current.version:
             raise StaleVersion("group", group_id, current.version)
@@ -72,7 +73,8 @@ def update_group(group_id: str, patch: GroupPatch, if_match: int | None = None) 
         updated = current.model_copy(update={**changes, "updated_at": clock.now_iso()})
         try:
             _commit(store.update_unit(current, updated), updated)
-            return updated.model_copy(update={"version": current.version + 1})
+            latest = get_group(group_id)  # counters may have moved meanwhile
+            return latest
         except StaleVersion:
             if if_match is not None:
                 raise
@@ -99,14 +101,26 @@ def delete_group(
     (no new assignments), the things that used it are detached, and a state
     machine unassigns the members page by page, then deletes the group.
     """
-    group = get_group(group_id)
-    if group.state is GroupState.READY and (not force or (group.member_count == 0 and group.ref_count == 0)):
-        report = commit_units([store.delete_unit(group, require_unused=True)])
-        failure = report.failures.get(0)
-        if failure is None:
+    for _ in range(EDIT_RETRIES):
+        group = get_group(group_id)
+        if group.state is GroupState.DELETING:
+            if not force:
+                raise Conflict(
+                    f"group {group_id} is being deleted; DELETE with force=true restarts the deletion",
+                    id=group_id,
+                    state=group.state.value,
+                )
+            break
+        in_use = group.member_count > 0 or group.ref_count > 0
+        if in_use and force:
+            break
+        if in_use:
+            raise _in_use(group)
+        if not commit_units([store.delete_unit(group)]).failures:
             return DeletionResult("deleted", group_id)
-        if not force:
-            raise _in_use(get_group(group_id))
+        # Lost a race (a member joined, a rename moved the name claim): look again.
+    else:
+        raise Conflict(f"group {group_id} keeps changing; retry later", id=group_id)
     marked = store.set_state(group_id, GroupState.DELETING, [GroupState.READY, GroupState.DELETING])
     if marked is None:
         raise NotFound(f"group {group_id} does not exist", id=group_id)
@@ -151,5 +165,9 @@ def _failure_error(failure: Failure, group: Group) -> HeraldError:
         if group.version == 0:
             return Conflict(f"group {group.group_id} already exists", id=group.group_id)
         latest = store.get(group.group_id)
-        return StaleVersion("group", group.group_id, latest.version if latest else None)
+        if latest is None:
+            return NotFound(f"group {group.group_id} does not exist", id=group.group_id)
+        if latest.state is GroupState.DELETING:
+            return Conflict(f"group {group.group_id} is being deleted", id=group.group_id, state=latest.state.value)
+        return StaleVersion("group", group.group_id, latest.version)
     return Conflict(failure.message)

@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import Any
 
+from pynamodb.exceptions import QueryError
 from pynamodb.pagination import ResultIterator
 
 from herald.contacts.model import Bounce, Consent, Contact, ContactKind, ContactStatus, email_key
+from herald.errors import BadRequest
 from herald.store.tables import (
     KIND_STATUS_SHARDS,
     ContactKeyRecord,
@@ -199,11 +201,12 @@ def membership_record(group_id: str, contact: Contact) -> MembershipRecord:
     )
 
 
-def _group_counter(group_id: str) -> Callable[[int], Operation]:
-    def build(delta: int) -> Operation:
+def _group_counter(group_id: str) -> Callable[[int, bool], Operation]:
+    def build(delta: int, gains_members: bool) -> Operation:
         record = GroupCounterRecord(entity_type=GROUP_ENTITY, entity_id=group_id)
-        # Gaining members needs a group that exists and is not being deleted.
-        condition = (GroupCounterRecord.state == GROUP_READY) if delta > 0 else None
+        # Gaining members needs a Ready group; losing them needs the group to exist,
+        # so an update can never create a phantom group item.
+        condition = GroupCounterRecord.state == GROUP_READY if gains_members else GroupCounterRecord.entity_id.exists()
         return Operation(
             "update",
             record,
@@ -261,12 +264,25 @@ def query_pages(
     ``state`` is ``{"p": partition index, "k": last evaluated key}`` as
     returned by the previous call; the returned state is None at the end.
     """
-    position = int((state or {}).get("p", 0))
+    position = (state or {}).get("p", 0)
     last_key = (state or {}).get("k")
+    valid_key = last_key is None or (isinstance(last_key, dict) and all(isinstance(v, dict) for v in last_key.values()))
+    if (
+        not isinstance(position, int)
+        or isinstance(position, bool)
+        or not 0 <= position < len(partitions)
+        or not valid_key
+    ):
+        raise BadRequest("cursor is not a valid pagination cursor", field="cursor")
     items: list[Any] = []
     while position < len(partitions) and len(items) < limit:
         iterator = partitions[position](last_key, limit - len(items))
-        items.extend(iterator)
+        try:
+            items.extend(iterator)
+        except QueryError as exc:
+            if exc.cause_response_code == "ValidationException" and last_key is not None:
+                raise BadRequest("cursor is not a valid pagination cursor", field="cursor") from exc
+            raise
         last_key = iterator.last_evaluated_key
         if last_key is None:
             position += 1

@@ -12,6 +12,7 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, UpdateError
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 from pynamodb.pagination import ResultIterator
 
 from herald.groups.model import Group, GroupState
@@ -119,8 +120,21 @@ def create_unit(group: Group) -> Unit:
 
 
 def update_unit(before: Group, after: Group) -> Unit:
-    """Save edits (rename, description, state); moves the name claim when renamed."""
-    operations = [Operation("put", to_record(after, before.version), GROUP_LABEL)]
+    """Save a rename or a new description; moves the name claim when renamed.
+
+    Only the edited fields are written (conditional on the version read and on
+    the group being Ready), so member counts, reference counts and the
+    deletion state, which change without a new version, are never overwritten.
+    """
+    record = to_record(before, before.version)
+    actions: list[Action] = [CatalogRecord.name.set(after.name), CatalogRecord.updated_at.set(after.updated_at)]
+    actions.append(
+        CatalogRecord.description.set(after.description)
+        if after.description is not None
+        else CatalogRecord.description.remove()
+    )
+    ready = CatalogRecord.state == GroupState.READY.value
+    operations = [Operation("update", record, GROUP_LABEL, condition=ready, actions=actions)]
     if name_key(before.name) != name_key(after.name):
         old = _name_record(before.name, before.group_id)
         operations.append(
@@ -138,22 +152,23 @@ def update_unit(before: Group, after: Group) -> Unit:
     return Unit(tag=after.group_id, operations=operations)
 
 
-def delete_unit(group: Group, require_unused: bool) -> Unit:
-    """Delete a group and free its name.
+def delete_unit(group: Group) -> Unit:
+    """Delete an unused Ready group and free its name.
 
-    With ``require_unused`` the delete is conditional on no members and no
-    referrers at that instant, so an assignment racing with the delete either
-    lands first (and the delete fails) or fails itself.
+    The delete is conditional on no members and no referrers at that instant,
+    so an assignment racing with the delete either lands first (and the delete
+    fails) or fails itself. It does not depend on the version: a concurrent
+    rename does not make the group less deletable.
     """
-    condition = None
-    if require_unused:
-        condition = (CatalogRecord.member_count.does_not_exist() | (CatalogRecord.member_count == 0)) & (
-            CatalogRecord.ref_count.does_not_exist() | (CatalogRecord.ref_count == 0)
-        )
+    unused = (
+        (CatalogRecord.member_count.does_not_exist() | (CatalogRecord.member_count == 0))
+        & (CatalogRecord.ref_count.does_not_exist() | (CatalogRecord.ref_count == 0))
+        & (CatalogRecord.state == GroupState.READY.value)
+    )
     return Unit(
         tag=group.group_id,
         operations=[
-            Operation("delete", to_record(group, group.version), GROUP_LABEL, condition=condition),
+            Operation("delete", to_record(group, group.version), GROUP_LABEL, condition=unused, versioned=False),
             Operation(
                 "delete",
                 _name_record(group.name, group.group_id),

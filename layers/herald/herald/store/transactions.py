@@ -69,12 +69,13 @@ class CounterDelta:
 
     Deltas on the same item from several units in one request are summed into
     a single update, because a transaction may touch an item only once.
-    ``guard`` is a condition that must hold when the sum is positive (a group
-    must be ready to gain members).
+    ``build(total, guarded)`` makes that update; ``guarded`` is true when any
+    unit's delta was positive, so the item's guard (a group must be Ready to
+    gain members) holds even when the deltas cancel out.
     """
 
     key: str
-    build: Callable[[int], Operation]
+    build: Callable[[int, bool], Operation]
     delta: int
 
 
@@ -106,14 +107,29 @@ class CommitReport:
     requests: int = 0
 
 
+# Labels of failures that are not a condition on a named item.
+TOO_LARGE = "too_large"
+INVALID_PREFIX = "invalid:"
+CONFLICT = "conflict"
+
+
 def commit_units(units: Sequence[Unit], connection: Connection | None = None) -> CommitReport:
     """Commit units in packed transactions; return failures by unit index.
 
-    A unit whose own condition fails is reported, never raised; transient
-    conflicts with concurrent transactions are retried with backoff.
+    A unit whose own condition fails, whose data DynamoDB refuses, or that is
+    larger than one transaction, is reported, never raised; transient
+    conflicts with concurrent transactions are retried with backoff. Only
+    infrastructure errors (the service unreachable, throttled past retries)
+    raise, and then no later chunk is attempted.
     """
     report = CommitReport()
-    for chunk in _pack(list(enumerate(units))):
+    fitting: list[tuple[int, Unit]] = []
+    for index, unit in enumerate(units):
+        if unit.size() > MAX_TRANSACTION_ITEMS:
+            report.failures[index] = Failure([TOO_LARGE], f"one change may touch at most {MAX_TRANSACTION_ITEMS} items")
+        else:
+            fitting.append((index, unit))
+    for chunk in _pack(fitting):
         failed = _commit_chunk(chunk, connection, report)
         if failed is None:
             continue
@@ -167,8 +183,12 @@ def _commit_chunk(chunk: list[tuple[int, Unit]], connection: Connection | None, 
             if any(code in ("TransactionConflict", "ThrottlingError") for code in codes) or _is_transient(exc):
                 time.sleep(min(0.05 * 2**attempt, 1.0))
                 continue
+            refused = [labels[i] for i, code in enumerate(codes) if code == "ValidationError" and i < len(labels)]
+            if refused or getattr(exc, "cause_response_code", None) == "ValidationException":
+                message = getattr(exc, "cause_response_message", None) or str(exc)
+                return Failure([INVALID_PREFIX + label for label in refused] or [INVALID_PREFIX], message)
             raise
-    return Failure(["conflict"], "too many concurrent changes to the same items; retry later")
+    return Failure([CONFLICT], "too many concurrent changes to the same items; retry later")
 
 
 def _is_transient(exc: TransactWriteError) -> bool:
@@ -177,13 +197,16 @@ def _is_transient(exc: TransactWriteError) -> bool:
 
 
 def _merged_counters(units: list[Unit]) -> list[Operation]:
+    """One update per counter item, with the guard kept if any unit's change was positive."""
     totals: dict[str, int] = {}
-    builders: dict[str, Callable[[int], Operation]] = {}
+    guarded: dict[str, bool] = {}
+    builders: dict[str, Callable[[int, bool], Operation]] = {}
     for unit in units:
         for counter in unit.counters:
             totals[counter.key] = totals.get(counter.key, 0) + counter.delta
+            guarded[counter.key] = guarded.get(counter.key, False) or counter.delta > 0
             builders[counter.key] = counter.build
-    return [builders[key](total) for key, total in totals.items() if total != 0]
+    return [builders[key](total, guarded[key]) for key, total in totals.items() if total != 0 or guarded[key]]
 
 
 def _labels_in_wire_order(operations: list[Operation]) -> list[str]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from herald import clock
+from herald.contacts.model import Contact
 from herald.groups.model import GroupState
 from herald.store import contacts as contact_store
 from herald.store import groups as group_store
@@ -46,7 +47,7 @@ def unassign_members(group_id: str, time_budget_s: float = 60.0) -> UnassignProg
         contacts = contact_store.batch_get(ids)
         now = clock.now_iso()
         units = []
-        for position, contact in enumerate(contacts.values()):
+        for position, contact in enumerate(c for c in contacts.values() if group_id in c.group_ids):
             after = contact.model_copy(
                 update={"group_ids": [g for g in contact.group_ids if g != group_id], "updated_at": now}
             )
@@ -60,10 +61,11 @@ def unassign_members(group_id: str, time_budget_s: float = 60.0) -> UnassignProg
     return UnassignProgress(unassigned, failed, True)
 
 
-def _drop_orphans(group_id: str, ids: list[str], contacts: Mapping[str, object]) -> None:
-    """Remove membership items whose contact no longer exists (defensive)."""
+def _drop_orphans(group_id: str, ids: list[str], contacts: Mapping[str, Contact]) -> None:
+    """Remove membership items no contact backs (defensive: keeps the loop making progress)."""
     for contact_id in ids:
-        if contact_id not in contacts:
+        contact = contacts.get(contact_id)
+        if contact is None or group_id not in contact.group_ids:
             contact_store.delete_membership(group_id, contact_id)
 
 
