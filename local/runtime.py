@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from local import moto_patches, snapshot, stepfunctions
 from local.apigw import ApiServer
 from local.event_sources import Scheduler, SqsPoller, schedules_of, sqs_sources
-from local.functions import FunctionHost, applied_environment
+from local.functions import FunctionHost
 from local.provision import Provisioned, provision
 from local.template import Template
 
@@ -156,6 +156,3 @@ class Runtime:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-__all__ = ["Runtime", "RuntimeOptions", "applied_environment", "free_port"]

@@ -10,6 +10,7 @@ read, and an edit without ``If-Match`` is re-applied to the newest version.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,18 +82,7 @@ def update_contact(contact_id: str, patch: ContactPatch, if_match: int | None = 
 
 def delete_contact(contact_id: str, if_match: int | None = None) -> None:
     """Delete a contact, its email key and its group memberships."""
-    for _ in range(EDIT_RETRIES):
-        current = get_contact(contact_id)
-        if if_match is not None and if_match != current.version:
-            raise StaleVersion("contact", contact_id, current.version)
-        try:
-            _commit_one(current, None)
-            return
-        except StaleVersion:
-            if if_match is not None:
-                latest = store.get(contact_id)
-                raise StaleVersion("contact", contact_id, latest.version if latest else None) from None
-    raise Conflict(f"contact {contact_id} keeps changing; retry later", id=contact_id)
+    _write(contact_id, if_match, lambda current: None)
 
 
 def assign_group(contact_id: str, group_id: str, if_match: int | None = None) -> Contact:
@@ -115,19 +105,28 @@ def unassign_group(contact_id: str, group_id: str, if_match: int | None = None) 
     return _edit(contact_id, if_match, change)
 
 
-def _edit(contact_id: str, if_match: int | None, change: Any) -> Contact:
+def _edit(contact_id: str, if_match: int | None, change: Callable[[Contact], Contact]) -> Contact:
+    edited = _write(contact_id, if_match, change)
+    assert edited is not None
+    return edited
+
+
+def _write(contact_id: str, if_match: int | None, change: Callable[[Contact], Contact | None]) -> Contact | None:
+    """Read, change (None deletes), write conditionally; re-apply on a lost race unless ``if_match``."""
     for _ in range(EDIT_RETRIES):
         current = get_contact(contact_id)
         if if_match is not None and if_match != current.version:
             raise StaleVersion("contact", contact_id, current.version)
-        updated: Contact = change(current)
-        if _same(current, updated):
-            return current
-        updated = updated.model_copy(update={"updated_at": clock.now_iso()})
-        _check_groups(updated.kind, [g for g in updated.group_ids if g not in current.group_ids], updated.group_ids)
+        updated = change(current)
+        if updated is not None:
+            if _same(current, updated):
+                return current
+            updated = updated.model_copy(update={"updated_at": clock.now_iso()})
+            added = [g for g in updated.group_ids if g not in current.group_ids]
+            _check_groups(updated.kind, added, updated.group_ids)
         try:
             _commit_one(current, updated)
-            return updated.model_copy(update={"version": current.version + 1})
+            return updated.model_copy(update={"version": current.version + 1}) if updated else None
         except StaleVersion:
             if if_match is not None:
                 latest = store.get(contact_id)
