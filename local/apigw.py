@@ -145,7 +145,7 @@ class ApiServer:
                         {"Content-Type": "application/json"},
                         json.dumps({"message": "Internal server error", "error": exc.payload["errorMessage"]}).encode(),
                     )
-                return _http_response(response)
+                return http_response(response)
         return 403, {"Content-Type": "application/json"}, b'{"message":"Missing Authentication Token"}'
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -174,7 +174,7 @@ class ApiServer:
         return Handler
 
 
-def _http_response(response: Any) -> tuple[int, dict[str, str], bytes]:
+def http_response(response: Any) -> tuple[int, dict[str, str], bytes]:
     if not isinstance(response, dict) or "statusCode" not in response:
         return 502, {"Content-Type": "application/json"}, b'{"message":"Malformed Lambda proxy response"}'
     headers = {k: str(v) for k, v in (response.get("headers") or {}).items()}

@@ -19,7 +19,7 @@ import boto3
 from moto import mock_aws
 
 from local import moto_patches, stepfunctions
-from local.apigw import Route, proxy_event
+from local.apigw import Route, http_response, proxy_event
 from local.functions import FunctionHost
 from local.provision import provision
 from local.template import Template, default_template, project_root
@@ -69,12 +69,8 @@ class Herald:
 
     def send(self, event: dict[str, Any]) -> Reply:
         """Send a prepared proxy event to the API function."""
-        response = self.host.invoke("ApiFunction", event)
-        text = response.get("body") or ""
-        headers = {k: str(v) for k, v in (response.get("headers") or {}).items()}
-        for key, values in (response.get("multiValueHeaders") or {}).items():
-            headers[key] = ", ".join(str(v) for v in values)
-        return Reply(response["statusCode"], headers, json.loads(text) if text else None)
+        status, headers, body = http_response(self.host.invoke("ApiFunction", event))
+        return Reply(status, headers, json.loads(body) if body else None)
 
     def wait_for_executions(self, timeout: float = 20.0) -> list[dict[str, Any]]:
         """Wait until no execution of any state machine is running; returns them all."""

@@ -24,7 +24,7 @@ from herald.store.transactions import (
     _pack,
     commit_units,
 )
-from local.apigw import Route, _http_response, proxy_event
+from local.apigw import Route, http_response, proxy_event
 from tests.harness import load_event
 
 json_values = st.recursive(
@@ -138,9 +138,9 @@ def test_local_proxy_events_have_the_shape_of_the_sample_events() -> None:
     assert local["pathParameters"] == {"proxy": "contacts/cust-0001"}
 
 
-def test_proxy_responses_become_http_responses() -> None:
-    status, headers, body = _http_response(
+def test_proxy_responses_becomehttp_responses() -> None:
+    status, headers, body = http_response(
         {"statusCode": 201, "multiValueHeaders": {"ETag": ['"1"']}, "body": json.dumps({"ok": True})}
     )
     assert (status, headers["ETag"], json.loads(body)) == (201, '"1"', {"ok": True})
-    assert _http_response("not a proxy response")[0] == 502
+    assert http_response("not a proxy response")[0] == 502
