@@ -1,0 +1,236 @@
+"""The compiled evaluator: a rule becomes one Python function over raw items.
+
+Decoding a whole DynamoDB item costs more than evaluating the rules on it,
+so a rule is compiled once per run into the source of a single function that
+reads only the attribute values it needs, straight from the raw
+``{"S": ...}``/``{"N": ...}`` maps a Scan returns. ``all``/``any``/``not``
+become Python's short-circuiting ``and``/``or``/``not``; constants are bound
+as names, never spliced into the source as text. The semantics are exactly
+those of :mod:`herald.rules.reference` (property tests hold them together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from herald.rules.calendar import Calendar
+from herald.rules.model import DATE_PATTERN, Activity, All, AnyOf, Compare, FieldType, Node, Not, Rule
+from herald.rules.reference import RESPONSE_FIELDS
+
+RawItem = dict[str, Any]
+Predicate = Callable[[RawItem], bool]
+
+_EMPTY_MAP: dict[str, dict[str, Any]] = {"M": {}}
+
+
+def compile_rule(rule: Rule | Node, now: datetime, calendar: Calendar | None = None) -> Predicate:
+    """Compile ``rule`` into ``f(raw_item) -> bool`` for evaluations at ``now``."""
+    root = rule.root if isinstance(rule, Rule) else rule
+    generator = _Generator(calendar or Calendar(now))
+    expression = generator.node(root)
+    source = f"def rule(item):\n    return bool({expression})\n"
+    namespace = dict(generator.names)
+    exec(compile(source, "<rule>", "exec"), namespace)
+    function: Predicate = namespace["rule"]
+    function.__doc__ = source  # what was generated, for debugging
+    return function
+
+
+class _Generator:
+    def __init__(self, calendar: Calendar) -> None:
+        self.calendar = calendar
+        self.names: dict[str, Any] = {
+            "EM": _EMPTY_MAP,
+            "is_day": DATE_PATTERN.match,
+            "num": _number,
+            "contains": _contains,
+            "calendar": calendar,
+            "zone": _zone,
+            "activity_count": _activity_count,
+        }
+        self._counter = 0
+
+    def const(self, value: Any) -> str:
+        self._counter += 1
+        name = f"c{self._counter}"
+        self.names[name] = value
+        return name
+
+    def var(self) -> str:
+        self._counter += 1
+        return f"v{self._counter}"
+
+    def node(self, node: Node) -> str:
+        if isinstance(node, All):
+            return "(" + " and ".join(self.node(c) for c in node.children) + ")"
+        if isinstance(node, AnyOf):
+            return "(" + " or ".join(self.node(c) for c in node.children) + ")"
+        if isinstance(node, Not):
+            return f"(not {self.node(node.child)})"
+        if isinstance(node, Compare):
+            return self.compare(node, _accessor(node.spec.path, "item"))
+        if isinstance(node, Activity):
+            return self.activity(node)
+        field = self.const(RESPONSE_FIELDS[node.response])
+        campaign = self.const(node.campaign_id)
+        v = self.var()
+        return f"(({v} := item.get({field})) is not None and {campaign} in {v}.get('SS', ()))"
+
+    def compare(self, node: Compare, accessor: str) -> str:
+        op, value = node.op, node.value
+        if op.startswith("not_"):
+            positive = Compare(node.name, node.spec, op.removeprefix("not_"), value)
+            return f"(not {self.compare(positive, accessor)})"
+        v = self.var()
+        got = f"({v} := {accessor}) is not None"
+        if op == "exists":
+            return f"({got} and 'NULL' not in {v})"
+        if op == "missing":
+            return f"(not ({got} and 'NULL' not in {v}))"
+        if op == "equals":
+            return f"({got} and {self.equal(v, value)})"
+        if op == "in":
+            return f"({got} and {self.member(v, value)})"
+        if op == "contains":
+            if node.spec.type is FieldType.SET:
+                return f"({got} and {self.const(value)} in {v}.get('SS', ()))"
+            return f"({got} and contains({v}, {self.const(value)}))"
+        if op == "starts_with":
+            return f"({got} and 'S' in {v} and {v}['S'].startswith({self.const(value)}))"
+        if op in _COMPARISONS:
+            return f"({got} and {self.ordered(v, _COMPARISONS[op], value)})"
+        if op == "between":
+            low, high = value
+            return f"({got} and {self.ordered(v, '>=', low)} and {self.ordered(v, '<=', high)})"
+        return self.date(node, got, v)
+
+    def equal(self, v: str, value: Any) -> str:
+        if isinstance(value, bool):
+            return f"{v}.get('BOOL') is {value!r}"
+        if isinstance(value, float):
+            return f"'N' in {v} and num({v}['N']) == {self.const(value)}"
+        return f"{v}.get('S') == {self.const(value)}"
+
+    def member(self, v: str, values: tuple[Any, ...]) -> str:
+        strings = frozenset(x for x in values if isinstance(x, str))
+        numbers = frozenset(x for x in values if isinstance(x, float))
+        booleans = [x for x in values if isinstance(x, bool)]
+        parts = []
+        if strings:
+            parts.append(f"{v}.get('S') in {self.const(strings)}")
+        if numbers:
+            parts.append(f"('N' in {v} and num({v}['N']) in {self.const(numbers)})")
+        for flag in sorted(set(booleans)):
+            parts.append(f"{v}.get('BOOL') is {flag!r}")
+        return "(" + " or ".join(parts) + ")"
+
+    def ordered(self, v: str, operator: str, bound: Any) -> str:
+        if isinstance(bound, float):
+            return f"('N' in {v} and num({v}['N']) {operator} {self.const(bound)})"
+        return f"('S' in {v} and {v}['S'] {operator} {self.const(bound)})"
+
+    def date(self, node: Compare, got: str, v: str) -> str:
+        op = node.op
+        s = self.var()
+        day = f"({got} and ({s} := {v}.get('S')) is not None and is_day({s}) is not None"
+        if op == "before":
+            return f"{day} and {s}[:10] < {self.const(node.value)})"
+        if op == "after":
+            return f"{day} and {s}[:10] > {self.const(node.value)})"
+        zone = "zone(item)"
+        if op == "within_last_days":
+            days = self.const(node.value)
+            return f"{day} and calendar.days_ago({zone}, {days}) <= {s}[:10] <= calendar.today({zone}))"
+        if op == "more_than_days_ago":
+            return f"{day} and {s}[:10] < calendar.days_ago({zone}, {self.const(node.value)}))"
+        # anniversary_today
+        return f"{day} and {s}[5:10] in calendar.anniversaries({zone}))"
+
+    def activity(self, node: Activity) -> str:
+        where = None
+        if node.where:
+            inner = _Generator(self.calendar)
+            inner._counter = self._counter + 1000
+            body = " and ".join(inner.compare(f, f"props.get({inner.const(f.spec.path[0])})") for f in node.where)
+            namespace = dict(inner.names)
+            exec(compile(f"def where(props):\n    return bool({body})\n", "<where>", "exec"), namespace)
+            where = namespace["where"]
+        args = ", ".join(
+            [
+                self.const(node.event),
+                self.const(self.calendar.cutoff_epoch(node.within_days)),
+                self.const(where),
+                self.const(node.at_least),
+                self.const(node.at_most),
+            ]
+        )
+        return f"activity_count(item, {args})"
+
+
+_COMPARISONS = {"greater": ">", "greater_or_equal": ">=", "less": "<", "less_or_equal": "<="}
+
+
+def _accessor(path: tuple[str, ...], root: str) -> str:
+    """An expression giving the raw attribute value at ``path`` (None if absent)."""
+    expression = f"{root}.get({path[0]!r})"
+    for step in path[1:]:
+        # Intermediate values are maps; anything else reads as absent.
+        expression = f"({expression} or EM).get('M', EM['M']).get({step!r})"
+    return expression
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def _zone(item: RawItem) -> str | None:
+    value = item.get("time_zone")
+    return value.get("S") if value else None
+
+
+def _contains(value: dict[str, Any], expected: Any) -> bool:
+    if "S" in value:
+        return isinstance(expected, str) and expected in value["S"]
+    if "L" in value:
+        return any(_raw_equal(item, expected) for item in value["L"])
+    if "SS" in value:
+        return expected in value["SS"]
+    if "NS" in value:
+        return isinstance(expected, float) and any(float(n) == expected for n in value["NS"])
+    return False
+
+
+def _raw_equal(value: dict[str, Any], expected: Any) -> bool:
+    if isinstance(expected, bool):
+        return value.get("BOOL") is expected
+    if isinstance(expected, float):
+        return "N" in value and float(value["N"]) == expected
+    return value.get("S") == expected
+
+
+def _activity_count(
+    item: RawItem,
+    event: str,
+    cutoff: float,
+    where: Callable[[dict[str, Any]], bool] | None,
+    at_least: int | None,
+    at_most: int | None,
+) -> bool:
+    activity = item.get("activity")
+    entries = (activity.get("M") or {}).get(event) if activity else None
+    count = 0
+    if entries is not None:
+        for entry in entries.get("L", ()):
+            pair = entry.get("L")
+            if pair is None or len(pair) != 2:
+                continue
+            at, properties = pair
+            if "N" not in at or float(at["N"]) < cutoff or "M" not in properties:
+                continue
+            if where is None or where(properties["M"]):
+                count += 1
+    if at_least is not None and count < at_least:
+        return False
+    return at_most is None or count <= at_most
