@@ -1,4 +1,4 @@
-"""Fire functions when their template events do: SQS queues and schedules.
+"""Fire functions when their template events do: SQS queues, DynamoDB streams, schedules.
 
 The SQS poller behaves like Lambda's: it receives up to ``BatchSize``
 messages, invokes the function with an SQS event, deletes the messages that
@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import boto3
 
@@ -175,8 +176,11 @@ _MONTHS = {
 }
 
 
-def next_fire(expression: str, after: datetime) -> datetime:
-    """When an EventBridge schedule expression fires next after ``after`` (UTC)."""
+def next_fire(expression: str, after: datetime, zone: str = "UTC") -> datetime:
+    """When a schedule expression fires next after ``after``; cron fields are read in ``zone``."""
+    if zone != "UTC" and after.tzinfo is not None:
+        local = after.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+        return next_fire(expression, local).replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
     rate = _RATE.match(expression.strip())
     if rate:
         seconds = int(rate.group(1)) * _UNITS[rate.group(2).rstrip("s")]
@@ -256,6 +260,7 @@ class Schedule:
     expression: str
     enabled: bool
     payload: Any | None
+    zone: str = "UTC"
 
 
 def schedules_of(template: Template) -> list[Schedule]:
@@ -271,9 +276,9 @@ def schedules_of(template: Template) -> list[Schedule]:
                 continue
             enabled = event.properties.get("Enabled", event.properties.get("State", "ENABLED") != "DISABLED")
             payload = json.loads(event.properties["Input"]) if "Input" in event.properties else None
-            found.append(
-                Schedule(function.logical_id, f"{function.logical_id}-{event.name}", expression, bool(enabled), payload)
-            )
+            zone = str(event.properties.get("ScheduleExpressionTimezone") or "UTC")
+            rule = f"{function.logical_id}-{event.name}"
+            found.append(Schedule(function.logical_id, rule, expression, bool(enabled), payload, zone))
     return found
 
 
@@ -310,7 +315,7 @@ class Scheduler:
 
     def _run(self) -> None:
         now = datetime.now(UTC)
-        due = {s.rule: next_fire(s.expression, now) for s in self.schedules}
+        due = {s.rule: next_fire(s.expression, now, s.zone) for s in self.schedules}
         while not self._stop.is_set():
             now = datetime.now(UTC)
             for schedule in self.schedules:
@@ -319,5 +324,142 @@ class Scheduler:
                         self.fire(schedule, now)
                     except FunctionError as exc:
                         print(f"  schedule {schedule.rule} failed: {exc}", flush=True)
-                    due[schedule.rule] = next_fire(schedule.expression, now)
+                    due[schedule.rule] = next_fire(schedule.expression, now, schedule.zone)
             self._stop.wait(0.5)
+
+
+# --------------------------------------------------------------------------
+# DynamoDB streams
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class StreamSource:
+    """One function's DynamoDB stream event source."""
+
+    function: str
+    table_name: str
+    batch_size: int
+    report_failures: bool
+    max_retries: int
+    on_failure_queue_url: str | None
+
+
+def stream_sources(template: Template, queue_urls: dict[str, str]) -> list[StreamSource]:
+    """The DynamoDB stream event sources of the template's functions."""
+    arn_to_queue = {template.attribute(lid, "Arn"): lid for lid in template.of_type("AWS::SQS::Queue")}
+    tables = {template.attribute(lid, "StreamArn"): lid for lid in template.of_type("AWS::DynamoDB::Table")}
+    sources = []
+    for function in template.functions():
+        for event in function.events:
+            if event.type != "DynamoDB":
+                continue
+            props = event.properties
+            destination = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+            sources.append(
+                StreamSource(
+                    function=function.logical_id,
+                    table_name=template.physical_name(tables[str(props["Stream"])]),
+                    batch_size=int(props.get("BatchSize", 100)),
+                    report_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                    max_retries=int(props.get("MaximumRetryAttempts", 3)),
+                    on_failure_queue_url=queue_urls.get(arn_to_queue[destination]) if destination else None,
+                )
+            )
+    return sources
+
+
+def _lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
+    """A GetRecords record as Lambda delivers it: plain JSON, epoch-second times."""
+
+    def plain(value: Any) -> Any:
+        return value.timestamp() if isinstance(value, datetime) else str(value)
+
+    return {**json.loads(json.dumps(record, default=plain)), "eventSourceARN": stream_arn, "awsRegion": region}
+
+
+class StreamPoller:
+    """Reads a table's stream shard by shard and invokes one function, as Lambda does.
+
+    A batch whose function fails (or reports item failures) is retried from
+    the first failed record, up to ``MaximumRetryAttempts``; then the failed
+    records' description goes to the on-failure queue and reading moves on.
+    """
+
+    def __init__(self, source: StreamSource, host: FunctionHost, region: str) -> None:
+        self.source = source
+        self.host = host
+        self.region = region
+        self.streams = boto3.client("dynamodbstreams", region_name=region)
+        self.sqs = boto3.client("sqs", region_name=region)
+        self._iterators: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"stream-{source.function}", daemon=True)
+        self.delivered = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def poll_once(self) -> int:
+        """Deliver what the stream holds now; returns the number of records read."""
+        stream_arn = (
+            boto3.client("dynamodb", region_name=self.region)
+            .describe_table(TableName=self.source.table_name)["Table"]
+            .get("LatestStreamArn")
+        )
+        if not stream_arn:
+            return 0
+        read = 0
+        shards = self.streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            iterator = (
+                self._iterators.get(shard_id)
+                or self.streams.get_shard_iterator(
+                    StreamArn=stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
+            )
+            while True:
+                response = self.streams.get_records(ShardIterator=iterator, Limit=self.source.batch_size)
+                records = response.get("Records", [])
+                iterator = response.get("NextShardIterator") or iterator
+                if not records:
+                    break
+                read += len(records)
+                self._deliver([_lambda_record(r, stream_arn, self.region) for r in records])
+            self._iterators[shard_id] = iterator
+        return read
+
+    def _deliver(self, records: list[dict[str, Any]]) -> None:
+        pending = records
+        for _attempt in range(self.source.max_retries + 1):
+            try:
+                response = self.host.invoke(self.source.function, {"Records": pending})
+            except FunctionError:
+                continue
+            failed = []
+            if self.source.report_failures and isinstance(response, dict):
+                failed = [i["itemIdentifier"] for i in response.get("batchItemFailures") or []]
+            if not failed:
+                self.delivered += len(pending)
+                return
+            numbers = [r["dynamodb"]["SequenceNumber"] for r in pending]
+            first = min(numbers.index(f) for f in failed if f in numbers) if any(f in numbers for f in failed) else 0
+            self.delivered += first
+            pending = pending[first:]
+        if self.source.on_failure_queue_url:
+            body = {"function": self.source.function, "records": [r["dynamodb"].get("SequenceNumber") for r in pending]}
+            self.sqs.send_message(QueueUrl=self.source.on_failure_queue_url, MessageBody=json.dumps(body))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(0.3)
+            except Exception as exc:  # keep polling, as Lambda's poller does
+                print(f"  stream poller {self.source.function}: {exc}", flush=True)
+                self._stop.wait(1.0)

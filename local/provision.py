@@ -27,6 +27,7 @@ class Provisioned:
     topics: list[str] = field(default_factory=list)
     state_machines: list[str] = field(default_factory=list)
     schedules: list[str] = field(default_factory=list)
+    event_buses: list[str] = field(default_factory=list)
 
 
 def provision(template: Template, only_tables: bool = False) -> Provisioned:
@@ -37,6 +38,7 @@ def provision(template: Template, only_tables: bool = False) -> Provisioned:
         return done
     _create_queues(template, done)
     _create_topics(template, done)
+    _create_event_buses(template, done)
     _create_state_machines(template, done)
     _create_schedules(template, done)
     return done
@@ -102,6 +104,16 @@ def _create_state_machines(template: Template, done: Provisioned) -> None:
                 type="EXPRESS" if machine.type == "EXPRESS" else "STANDARD",
             )
         done.state_machines.append(machine.name)
+
+
+def _create_event_buses(template: Template, done: Provisioned) -> None:
+    client = boto3.client("events", region_name=template.region)
+    existing = {bus["Name"] for bus in client.list_event_buses().get("EventBuses", [])}
+    for logical_id in template.of_type("AWS::Events::EventBus"):
+        name = template.physical_name(logical_id)
+        if name not in existing:
+            client.create_event_bus(Name=name)
+        done.event_buses.append(name)
 
 
 def _create_schedules(template: Template, done: Provisioned) -> None:

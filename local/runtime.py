@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from local import moto_patches, snapshot, stepfunctions
 from local.apigw import ApiServer
-from local.event_sources import Scheduler, SqsPoller, schedules_of, sqs_sources
+from local.event_sources import Scheduler, SqsPoller, StreamPoller, schedules_of, sqs_sources, stream_sources
 from local.functions import FunctionHost
 from local.provision import Provisioned, provision
 from local.template import Template
@@ -66,6 +66,7 @@ class Runtime:
     provisioned: Provisioned = field(init=False)
     api: ApiServer | None = None
     pollers: list[SqsPoller] = field(default_factory=list)
+    stream_pollers: list[StreamPoller] = field(default_factory=list)
     scheduler: Scheduler | None = None
     _moto: ThreadedMotoServer | None = None
     _previous_env: dict[str, str | None] = field(default_factory=dict)
@@ -99,6 +100,10 @@ class Runtime:
                 poller = SqsPoller(source, self.host, self.template.region)
                 poller.start()
                 self.pollers.append(poller)
+            for stream in stream_sources(self.template, self.provisioned.queues):
+                stream_poller = StreamPoller(stream, self.host, self.template.region)
+                stream_poller.start()
+                self.stream_pollers.append(stream_poller)
         self.scheduler = Scheduler(schedules_of(self.template), self.host, self.template)
         if self.options.start_schedules:
             self.scheduler.start()
@@ -112,6 +117,8 @@ class Runtime:
         saved = 0
         for poller in self.pollers:
             poller.stop()
+        for stream_poller in self.stream_pollers:
+            stream_poller.stop()
         if self.scheduler:
             self.scheduler.stop()
         if self.api:

@@ -231,6 +231,9 @@ class Template:
         }
         if attribute == "Arn" and resource_type in arn_formats:
             return arn_formats[resource_type].format(r=self.region, a=self.account, n=physical)
+        if attribute == "StreamArn" and resource_type == "AWS::DynamoDB::Table":
+            # A placeholder: the real stream ARN carries a creation time; pollers look it up.
+            return arn_formats[resource_type].format(r=self.region, a=self.account, n=physical) + "/stream/local"
         if attribute == "QueueUrl":
             return self.ref(logical_id)
         raise KeyError(f"GetAtt {logical_id}.{attribute} is not supported locally")

@@ -20,6 +20,7 @@ from moto import mock_aws
 
 from local import moto_patches, stepfunctions
 from local.apigw import Route, http_response, proxy_event
+from local.event_sources import SqsPoller, StreamPoller, sqs_sources, stream_sources
 from local.functions import FunctionHost
 from local.provision import provision
 from local.template import Template, default_template, project_root
@@ -71,6 +72,35 @@ class Herald:
         """Send a prepared proxy event to the API function."""
         status, headers, body = http_response(self.host.invoke("ApiFunction", event))
         return Reply(status, headers, json.loads(body) if body else None)
+
+    def drain(self, function: str, limit: int = 10_000) -> int:
+        """Deliver the function's SQS messages until its queue is empty; returns batches run."""
+        sources = [s for s in sqs_sources(self.template, self._queue_urls()) if s.function == function]
+        batches = 0
+        for source in sources:
+            poller = SqsPoller(source, self.host, self.template.region)
+            while batches < limit and poller.poll_once():
+                batches += 1
+        return batches
+
+    def pump_streams(self) -> int:
+        """Deliver every pending DynamoDB stream record to its function; returns records read."""
+        if not hasattr(self, "_stream_pollers"):
+            self._stream_pollers = [
+                StreamPoller(source, self.host, self.template.region)
+                for source in stream_sources(self.template, self._queue_urls())
+            ]
+        return sum(poller.poll_once() for poller in self._stream_pollers)
+
+    def queue_url(self, logical_id: str) -> str:
+        return self._queue_urls()[logical_id]
+
+    def _queue_urls(self) -> dict[str, str]:
+        sqs = boto3.client("sqs")
+        return {
+            lid: sqs.get_queue_url(QueueName=self.template.physical_name(lid))["QueueUrl"]
+            for lid in self.template.of_type("AWS::SQS::Queue")
+        }
 
     def wait_for_executions(self, timeout: float = 20.0) -> list[dict[str, Any]]:
         """Wait until no execution of any state machine is running; returns them all."""

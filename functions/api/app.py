@@ -9,6 +9,8 @@ from pydantic import BaseModel
 from herald.api.app import build_api, serve
 from herald.config import TableNames, require
 from herald.observability import logger, metrics, tracer
+from herald.segments.service import Runner
+from herald.store.queues import QueueSender
 from herald.store.tables import bind_tables
 from herald.store.workflows import StateMachineStarter
 
@@ -18,14 +20,21 @@ class ApiSettings(BaseModel):
 
     tables: TableNames
     group_deletion_state_machine_arn: str
+    recalc_queue_url: str
+    recalc_parts: int
 
 
 settings = ApiSettings(
     tables=TableNames.from_env(),
     group_deletion_state_machine_arn=require("GROUP_DELETION_STATE_MACHINE_ARN"),
+    recalc_queue_url=require("RECALC_QUEUE_URL"),
+    recalc_parts=int(require("RECALC_PARTS")),
 )
 bind_tables(settings.tables)
-resolver = build_api(StateMachineStarter(settings.group_deletion_state_machine_arn).start_group_deletion)
+resolver = build_api(
+    StateMachineStarter(settings.group_deletion_state_machine_arn).start_group_deletion,
+    Runner(QueueSender(settings.recalc_queue_url).send, settings.recalc_parts),
+)
 
 
 @tracer.capture_lambda_handler

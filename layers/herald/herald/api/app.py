@@ -14,22 +14,26 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.metrics import MetricUnit
 
 from herald import __version__
-from herald.api import contacts, groups
+from herald.api import activity, contacts, groups, segments
 from herald.api.responses import json_response
 from herald.errors import HeraldError
 from herald.groups.service import DeletionStarter
 from herald.observability import logger, metrics
+from herald.segments.service import Runner
 
 # Bodies larger than this are refused before parsing (Lambda's payload limit is 6 MB).
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
-def build_api(start_group_deletion: DeletionStarter) -> APIGatewayRestResolver:
+def build_api(start_group_deletion: DeletionStarter, runner: Runner) -> APIGatewayRestResolver:
     """The API resolver with every route; dependencies are passed in."""
     app = APIGatewayRestResolver(enable_validation=True)
     groups.configure(start_group_deletion)
+    segments.configure(runner)
     app.include_router(contacts.router)
     app.include_router(groups.router)
+    app.include_router(activity.router)
+    app.include_router(segments.router)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> Response[Any]:

@@ -254,6 +254,13 @@ class Contact(BaseModel):
     created_at: str
     updated_at: str
     version: int
+    # Derived, read-only: written by segment recalculation, activity and event ingestion.
+    segment_ids: list[str] = Field(default_factory=list)
+    badge_ids: list[str] = Field(default_factory=list)
+    activity: dict[str, list[list[Any]]] = Field(default_factory=dict)
+    campaigns_received: list[str] = Field(default_factory=list)
+    campaigns_opened: list[str] = Field(default_factory=list)
+    campaigns_clicked: list[str] = Field(default_factory=list)
 
     def natural_keys(self) -> set[str]:
         """Unique keys this contact owns (one email per kind)."""

@@ -77,6 +77,12 @@ def to_record(contact: Contact, stored_version: int | None) -> ContactRecord:
         kind_status_shard=kind_status_partition(contact.kind.value, contact.status.value, shard_of(contact.contact_id)),
         birthday_md=_month_day(contact.attributes.get("birthday")),
         signup_md=_month_day(contact.attributes.get("signup_date") or contact.created_at[:10]),
+        segment_ids=set(contact.segment_ids) or None,
+        badge_ids=set(contact.badge_ids) or None,
+        activity=contact.activity or None,
+        campaigns_received=set(contact.campaigns_received) or None,
+        campaigns_opened=set(contact.campaigns_opened) or None,
+        campaigns_clicked=set(contact.campaigns_clicked) or None,
     )
     if stored_version is not None:
         record.version = stored_version
@@ -103,6 +109,12 @@ def from_record(record: ContactRecord) -> Contact:
         created_at=record.created_at,
         updated_at=record.updated_at,
         version=int(record.version or 0),
+        segment_ids=sorted(record.segment_ids or ()),
+        badge_ids=sorted(record.badge_ids or ()),
+        activity=record.activity or {},
+        campaigns_received=sorted(record.campaigns_received or ()),
+        campaigns_opened=sorted(record.campaigns_opened or ()),
+        campaigns_clicked=sorted(record.campaigns_clicked or ()),
     )
 
 

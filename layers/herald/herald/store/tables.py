@@ -12,6 +12,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     Attribute,
+    BooleanAttribute,
     NumberAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
@@ -114,6 +115,13 @@ class ContactRecord(Model):
     kind_status_shard = UnicodeAttribute()
     birthday_md = UnicodeAttribute(null=True)
     signup_md = UnicodeAttribute(null=True)
+    # Derived state the rules read straight from the item (see herald.rules).
+    segment_ids = UnicodeSetAttribute(null=True)
+    badge_ids = UnicodeSetAttribute(null=True)
+    activity = JSONMapAttribute(null=True)
+    campaigns_received = UnicodeSetAttribute(null=True)
+    campaigns_opened = UnicodeSetAttribute(null=True)
+    campaigns_clicked = UnicodeSetAttribute(null=True)
 
     kind_status_index = KindStatusIndex()
 
@@ -185,6 +193,9 @@ class MembershipRecord(Model):
     status = UnicodeAttribute(null=True)
     group_status = UnicodeAttribute(null=True)
     added_at = UnicodeAttribute(null=True)
+    # How the contact got in: rule, manual or automation (and who/why, for audiences).
+    source = UnicodeAttribute(null=True)
+    actor = UnicodeAttribute(null=True)
 
     group_status_index = GroupStatusIndex()
     contact_groups_index = ContactGroupsIndex()
@@ -227,3 +238,117 @@ def bind_tables(names: TableNames, region: str | None = None) -> None:
         model.Meta.table_name = getattr(names, field)
         model.Meta.region = region
         model._connection = None  # drop any connection bound to an older name
+
+
+class ActivityRecord(Model):
+    """One recorded activity event of a contact (login, purchase, open, ...)."""
+
+    class Meta:
+        table_name = "ActivityTable"
+
+    contact_id = UnicodeAttribute(hash_key=True)
+    event_id = UnicodeAttribute(range_key=True)
+    event_type = UnicodeAttribute()
+    occurred_at = UnicodeAttribute()
+    recorded_at = UnicodeAttribute()
+    properties = JSONMapAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+
+ALL_MODELS.append(("activity", ActivityRecord))
+
+
+class LiveIndex(GlobalSecondaryIndex["SegmentRecord"]):
+    """Definitions that are live for a background job (``flexi`` segments and badges)."""
+
+    class Meta:
+        index_name = "LiveIndex"
+        projection = AllProjection()
+
+    live_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+
+
+class SegmentRecord(Model):
+    """A segment, audience or badge definition (``entity_type`` says which)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    rule = JSONMapAttribute(null=True)
+    flexi = BooleanAttribute(default=False)
+    online = BooleanAttribute(default=False)
+    icon = UnicodeAttribute(null=True)
+    channel = UnicodeAttribute(null=True)
+    state = UnicodeAttribute()
+    member_count = NumberAttribute(default=0)
+    excluded = JSONMapAttribute(null=True)
+    locked_by = UnicodeAttribute(null=True)
+    duplicated_from = UnicodeAttribute(null=True)
+    live_type = UnicodeAttribute(null=True)
+    last_run_id = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    version = VersionAttribute()
+
+    live_index = LiveIndex()
+
+
+class AuditRecord(Model):
+    """One manual change to an audience: who, when, why (``entity_type = audit#<key>``)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    action = UnicodeAttribute()
+    contact_id = UnicodeAttribute()
+    actor = UnicodeAttribute()
+    reason = UnicodeAttribute(null=True)
+    at = UnicodeAttribute()
+
+
+class RunRecord(Model):
+    """A recalculation run: its instant, targets and number of scan parts."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    reason = UnicodeAttribute()
+    at = UnicodeAttribute()
+    targets = JSONMapAttribute()
+    parts = NumberAttribute()
+    state = UnicodeAttribute()
+    finished_at = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+
+class RunPartRecord(Model):
+    """One parallel-scan segment of a run: its checkpoint and counts."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    cursor = JSONMapAttribute(null=True)
+    done = BooleanAttribute(default=False)
+    scanned = NumberAttribute(default=0)
+    changes = NumberAttribute(default=0)
+    excluded = JSONMapAttribute(null=True)
+    version = VersionAttribute()
+
+
+ALL_MODELS += [
+    ("catalog", SegmentRecord),
+    ("catalog", AuditRecord),
+    ("catalog", RunRecord),
+    ("catalog", RunPartRecord),
+]
