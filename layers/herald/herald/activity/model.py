@@ -11,9 +11,10 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from herald.contacts.model import ContactId, Strict, _storable
+from herald.contacts.model import ContactId, Strict, _storable, is_valid_id
 
 EVENT_TYPE = r"^[a-z][a-z0-9_.-]{0,63}$"
 EVENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -60,12 +61,11 @@ class EventIn(Strict):
             raise ValueError("must be between 1970 and 2100")
         return moment
 
-    @field_validator("properties")
-    @classmethod
-    def _campaign_named(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
-        if info.data.get("type") in RESPONSE_EVENTS and not isinstance(value.get("campaign_id"), str):
-            raise ValueError("campaign response events need a campaign_id property")
-        return value
+    @model_validator(mode="after")
+    def _campaign_named(self) -> EventIn:
+        if self.type in RESPONSE_EVENTS and not is_valid_id(str(self.properties.get("campaign_id", ""))):
+            raise PydanticCustomError("campaign_id", "campaign response events need a campaign_id property")
+        return self
 
 
 class BulkEventIn(EventIn):

@@ -106,7 +106,7 @@ def record_bulk(rows: list[Any]) -> list[dict[str, Any]]:
 def list_events(contact_id: str, limit: int = 50) -> list[Event]:
     """The contact's most recent events, newest first."""
     contacts.get_contact(contact_id)
-    records = ActivityRecord.query(contact_id, index_name="OccurredIndex", scan_index_forward=False, limit=limit)
+    records = ActivityRecord.occurred_index.query(contact_id, scan_index_forward=False, limit=limit)
     return [_event(record) for record in records]
 
 

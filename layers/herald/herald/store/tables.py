@@ -19,7 +19,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.constants import MAP
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection, LocalSecondaryIndex
 from pynamodb.models import Model
 
 from herald.config import TableNames
@@ -240,6 +240,17 @@ def bind_tables(names: TableNames, region: str | None = None) -> None:
         model._connection = None  # drop any connection bound to an older name
 
 
+class OccurredIndex(LocalSecondaryIndex["ActivityRecord"]):
+    """A contact's events by when they happened."""
+
+    class Meta:
+        index_name = "OccurredIndex"
+        projection = AllProjection()
+
+    contact_id = UnicodeAttribute(hash_key=True)
+    occurred_at = UnicodeAttribute(range_key=True)
+
+
 class ActivityRecord(Model):
     """One recorded activity event of a contact (login, purchase, open, ...)."""
 
@@ -253,6 +264,8 @@ class ActivityRecord(Model):
     recorded_at = UnicodeAttribute()
     properties = JSONMapAttribute(null=True)
     expires_at = NumberAttribute(null=True)
+
+    occurred_index = OccurredIndex()
 
 
 ALL_MODELS.append(("activity", ActivityRecord))
