@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import bulk_import
+from bench import bulk_import, rule_evaluation
 
-BENCHMARKS = {"bulk_import": bulk_import.main}
+BENCHMARKS = {"bulk_import": bulk_import.main, "rule_evaluation": rule_evaluation.main}
 
 
 def main() -> int:

@@ -22,7 +22,8 @@ from herald.rules.reference import RESPONSE_FIELDS
 RawItem = dict[str, Any]
 Predicate = Callable[[RawItem], bool]
 
-_EMPTY_MAP: dict[str, dict[str, Any]] = {"M": {}}
+# Stands for an absent value: every lookup on it finds nothing. Never mutated.
+_ABSENT: dict[str, Any] = {}
 
 
 def compile_rule(rule: Rule | Node, now: datetime, calendar: Calendar | None = None) -> Predicate:
@@ -30,7 +31,9 @@ def compile_rule(rule: Rule | Node, now: datetime, calendar: Calendar | None = N
     root = rule.root if isinstance(rule, Rule) else rule
     generator = _Generator(calendar or Calendar(now))
     expression = generator.node(root)
-    source = f"def rule(item):\n    return bool({expression})\n"
+    # Maps several conditions read (attributes, consent.email, ...) are looked up once, up front.
+    prologue = "".join(f"    {line}\n" for line in generator.prologue)
+    source = f"def rule(item):\n{prologue}    return {expression}\n"
     namespace = dict(generator.names)
     exec(compile(source, "<rule>", "exec"), namespace)
     function: Predicate = namespace["rule"]
@@ -42,15 +45,32 @@ class _Generator:
     def __init__(self, calendar: Calendar) -> None:
         self.calendar = calendar
         self.names: dict[str, Any] = {
-            "EM": _EMPTY_MAP,
+            "E": _ABSENT,
+            "F": float,
             "is_day": DATE_PATTERN.match,
-            "num": _number,
             "contains": _contains,
             "calendar": calendar,
-            "zone": _zone,
             "activity_count": _activity_count,
         }
         self._counter = 0
+        self.prologue: list[str] = []
+        self._parents: dict[tuple[str, ...], str] = {}
+
+    def parent(self, path: tuple[str, ...]) -> str:
+        """The variable holding the map at ``path`` (``item`` for the top level)."""
+        if not path:
+            return "item"
+        name = self._parents.get(path)
+        if name is None:
+            outer = self.parent(path[:-1])
+            name = self._parents[path] = f"m{len(self._parents)}"
+            # Anything but a map there reads as an empty map.
+            self.prologue.append(f"{name} = {outer}.get({path[-1]!r}, E).get('M') or E")
+        return name
+
+    def leaf(self, path: tuple[str, ...]) -> str:
+        """An expression giving the raw value at ``path`` (``E`` when absent)."""
+        return f"{self.parent(path[:-1])}.get({path[-1]!r}, E)"
 
     def const(self, value: Any) -> str:
         self._counter += 1
@@ -64,13 +84,13 @@ class _Generator:
 
     def node(self, node: Node) -> str:
         if isinstance(node, All):
-            return "(" + " and ".join(self.node(c) for c in node.children) + ")"
+            return "(" + " and ".join(self.node(c) for c in _cheapest_first(node.children)) + ")"
         if isinstance(node, AnyOf):
-            return "(" + " or ".join(self.node(c) for c in node.children) + ")"
+            return "(" + " or ".join(self.node(c) for c in _cheapest_first(node.children)) + ")"
         if isinstance(node, Not):
             return f"(not {self.node(node.child)})"
         if isinstance(node, Compare):
-            return self.compare(node, _accessor(node.spec.path, "item"))
+            return self.compare(node, self.leaf(node.spec.path))
         if isinstance(node, Activity):
             return self.activity(node)
         field = self.const(RESPONSE_FIELDS[node.response])
@@ -78,13 +98,17 @@ class _Generator:
         v = self.var()
         return f"(({v} := item.get({field})) is not None and {campaign} in {v}.get('SS', ()))"
 
-    def compare(self, node: Compare, accessor: str) -> str:
+    def compare(self, node: Compare, leaf: str) -> str:
         op, value = node.op, node.value
         if op.startswith("not_"):
             positive = Compare(node.name, node.spec, op.removeprefix("not_"), value)
-            return f"(not {self.compare(positive, accessor)})"
+            return f"(not {self.compare(positive, leaf)})"
+        fast = self.fast(node, leaf)
+        if fast is not None:
+            return fast
         v = self.var()
-        got = f"({v} := {accessor}) is not None"
+        # Raw values are one-key maps, so a found value is truthy and E is not.
+        got = f"({v} := {leaf}) is not E"
         if op == "exists":
             return f"({got} and 'NULL' not in {v})"
         if op == "missing":
@@ -106,11 +130,36 @@ class _Generator:
             return f"({got} and {self.ordered(v, '>=', low)} and {self.ordered(v, '<=', high)})"
         return self.date(node, got, v)
 
+    def fast(self, node: Compare, leaf: str) -> str | None:
+        """Single-lookup forms of the common comparisons (absent or mistyped values read as None or NaN,
+        which match nothing, exactly as the reference says)."""
+        op, value = node.op, node.value
+        number = f"F({leaf}.get('N', 'nan'))"
+        if op == "equals":
+            if isinstance(value, bool):
+                return f"({leaf}.get('BOOL') is {value!r})"
+            if isinstance(value, float):
+                return f"({number} == {self.const(value)})"
+            return f"({leaf}.get('S') == {self.const(value)})"
+        if op == "in":
+            if all(isinstance(x, str) for x in value):
+                return f"({leaf}.get('S') in {self.const(frozenset(value))})"
+            if all(isinstance(x, float) for x in value):
+                return f"({number} in {self.const(frozenset(value))})"
+            return None
+        if op in _COMPARISONS and isinstance(value, float):
+            return f"({number} {_COMPARISONS[op]} {self.const(value)})"
+        if op == "between" and isinstance(value[0], float):
+            return f"({self.const(value[0])} <= {number} <= {self.const(value[1])})"
+        if op == "contains" and node.spec.type is FieldType.SET:
+            return f"({self.const(value)} in {leaf}.get('SS', ()))"
+        return None
+
     def equal(self, v: str, value: Any) -> str:
         if isinstance(value, bool):
             return f"{v}.get('BOOL') is {value!r}"
         if isinstance(value, float):
-            return f"'N' in {v} and num({v}['N']) == {self.const(value)}"
+            return f"'N' in {v} and F({v}['N']) == {self.const(value)}"
         return f"{v}.get('S') == {self.const(value)}"
 
     def member(self, v: str, values: tuple[Any, ...]) -> str:
@@ -121,14 +170,14 @@ class _Generator:
         if strings:
             parts.append(f"{v}.get('S') in {self.const(strings)}")
         if numbers:
-            parts.append(f"('N' in {v} and num({v}['N']) in {self.const(numbers)})")
+            parts.append(f"('N' in {v} and F({v}['N']) in {self.const(numbers)})")
         for flag in sorted(set(booleans)):
             parts.append(f"{v}.get('BOOL') is {flag!r}")
         return "(" + " or ".join(parts) + ")"
 
     def ordered(self, v: str, operator: str, bound: Any) -> str:
         if isinstance(bound, float):
-            return f"('N' in {v} and num({v}['N']) {operator} {self.const(bound)})"
+            return f"('N' in {v} and F({v}['N']) {operator} {self.const(bound)})"
         return f"('S' in {v} and {v}['S'] {operator} {self.const(bound)})"
 
     def date(self, node: Compare, got: str, v: str) -> str:
@@ -139,23 +188,44 @@ class _Generator:
             return f"{day} and {s}[:10] < {self.const(node.value)})"
         if op == "after":
             return f"{day} and {s}[:10] > {self.const(node.value)})"
-        zone = "zone(item)"
+        zone = self.zone()
         if op == "within_last_days":
-            days = self.const(node.value)
-            return f"{day} and calendar.days_ago({zone}, {days}) <= {s}[:10] <= calendar.today({zone}))"
+            since = self.per_zone(lambda z, days=node.value: self.calendar.days_ago(z, days))
+            today = self.per_zone(self.calendar.today)
+            return f"{day} and {since} <= {s}[:10] <= {today})"
         if op == "more_than_days_ago":
-            return f"{day} and {s}[:10] < calendar.days_ago({zone}, {self.const(node.value)}))"
+            return f"{day} and {s}[:10] < {self.per_zone(lambda z, days=node.value: self.calendar.days_ago(z, days))})"
         # anniversary_today
-        return f"{day} and {s}[5:10] in calendar.anniversaries({zone}))"
+        _ = zone
+        return f"{day} and {s}[5:10] in {self.per_zone(self.calendar.anniversaries)})"
+
+    def zone(self) -> str:
+        """The contact's time zone name (None when unset), read once per evaluation."""
+        if "zone" not in self._parents.values():
+            self._parents[("@zone",)] = "zone"
+            self.prologue.append("zone = item.get('time_zone', E).get('S')")
+        return "zone"
+
+    def per_zone(self, compute: Callable[[str | None], Any]) -> str:
+        """An expression for ``compute(zone)``, cached per zone name for the run."""
+        self.zone()
+        cache: dict[str | None, Any] = {}
+
+        def fill(zone: str | None) -> Any:
+            cache[zone] = value = compute(zone)
+            return value
+
+        table, filler = self.const(cache), self.const(fill)
+        return f"({table}[zone] if zone in {table} else {filler}(zone))"
 
     def activity(self, node: Activity) -> str:
         where = None
         if node.where:
             inner = _Generator(self.calendar)
             inner._counter = self._counter + 1000
-            body = " and ".join(inner.compare(f, f"props.get({inner.const(f.spec.path[0])})") for f in node.where)
+            body = " and ".join(inner.compare(f, f"props.get({inner.const(f.spec.path[0])}, E)") for f in node.where)
             namespace = dict(inner.names)
-            exec(compile(f"def where(props):\n    return bool({body})\n", "<where>", "exec"), namespace)
+            exec(compile(f"def where(props):\n    return {body}\n", "<where>", "exec"), namespace)
             where = namespace["where"]
         args = ", ".join(
             [
@@ -169,25 +239,29 @@ class _Generator:
         return f"activity_count(item, {args})"
 
 
+def _cost(node: Node) -> int:
+    """A rough cost of evaluating a node, so cheap conditions run (and short-circuit) first."""
+    if isinstance(node, All | AnyOf):
+        return sum(_cost(child) for child in node.children)
+    if isinstance(node, Not):
+        return _cost(node.child)
+    if isinstance(node, Activity):
+        return 20 + 4 * len(node.where)
+    if isinstance(node, Compare):
+        if node.op.removeprefix("not_") in ("within_last_days", "more_than_days_ago", "anniversary_today"):
+            return 6
+        if node.op in ("before", "after", "contains", "not_contains", "starts_with"):
+            return 3
+        return 1
+    return 1
+
+
+def _cheapest_first(children: tuple[Node, ...]) -> list[Node]:
+    # Evaluation has no side effects, so order changes speed, never the verdict.
+    return sorted(children, key=_cost)
+
+
 _COMPARISONS = {"greater": ">", "greater_or_equal": ">=", "less": "<", "less_or_equal": "<="}
-
-
-def _accessor(path: tuple[str, ...], root: str) -> str:
-    """An expression giving the raw attribute value at ``path`` (None if absent)."""
-    expression = f"{root}.get({path[0]!r})"
-    for step in path[1:]:
-        # Intermediate values are maps; anything else reads as absent.
-        expression = f"({expression} or EM).get('M', EM['M']).get({step!r})"
-    return expression
-
-
-def _number(text: str) -> float:
-    return float(text)
-
-
-def _zone(item: RawItem) -> str | None:
-    value = item.get("time_zone")
-    return value.get("S") if value else None
 
 
 def _contains(value: dict[str, Any], expected: Any) -> bool:
