@@ -188,15 +188,15 @@ class _Generator:
             return f"{day} and {s}[:10] < {self.const(node.value)})"
         if op == "after":
             return f"{day} and {s}[:10] > {self.const(node.value)})"
-        zone = self.zone()
         if op == "within_last_days":
-            since = self.per_zone(lambda z, days=node.value: self.calendar.days_ago(z, days))
+            days: int = node.value
+            since = self.per_zone(lambda z: self.calendar.days_ago(z, days))
             today = self.per_zone(self.calendar.today)
             return f"{day} and {since} <= {s}[:10] <= {today})"
         if op == "more_than_days_ago":
-            return f"{day} and {s}[:10] < {self.per_zone(lambda z, days=node.value: self.calendar.days_ago(z, days))})"
+            ago: int = node.value
+            return f"{day} and {s}[:10] < {self.per_zone(lambda z: self.calendar.days_ago(z, ago))})"
         # anniversary_today
-        _ = zone
         return f"{day} and {s}[5:10] in {self.per_zone(self.calendar.anniversaries)})"
 
     def zone(self) -> str:
