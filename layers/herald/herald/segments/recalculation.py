@@ -28,7 +28,7 @@ from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.expressions.update import Action
 
 from herald import clock
-from herald.segments.evaluation import Target, evaluate, targets_of
+from herald.segments.evaluation import EXCLUSION_REASONS, Target, evaluate, targets_of
 from herald.segments.model import GroupType, State
 from herald.store import segments as store
 from herald.store.tables import ContactRecord, RunPartRecord, RunRecord, SegmentRecord
@@ -50,6 +50,7 @@ class PartReport:
     scanned: int = 0
     changes: int = 0
     write_requests: int = 0
+    rereads: int = 0
     finished: bool = False
     superseded: bool = False
 
@@ -103,10 +104,12 @@ def process_part(run_id: str, part: int, has_time: Callable[[], bool] = lambda: 
         items = page.get("Items", [])
         excluded: Counter[str] = Counter()
         changes = [c for c in (evaluate(item, targets, excluded) for item in items) if c is not None]
-        requests, applied = apply_changes(changes, targets, clock.now_iso())
+        outcome = apply_changes(changes, targets, clock.now_iso())
+        applied = outcome.changes
         report.scanned += len(items)
         report.changes += applied
-        report.write_requests += requests
+        report.write_requests += outcome.requests
+        report.rereads += outcome.rereads
         checkpoint.cursor = page.get("LastEvaluatedKey")
         checkpoint.scanned = int(checkpoint.scanned or 0) + len(items)
         checkpoint.changes = int(checkpoint.changes or 0) + applied
@@ -128,29 +131,36 @@ def process_part(run_id: str, part: int, has_time: Callable[[], bool] = lambda: 
     return report
 
 
-def apply_changes(changes: list[store.MembershipChange], targets: list[Target], now: str) -> tuple[int, int]:
-    """Commit membership changes; a contact changed meanwhile is re-read and re-evaluated.
+@dataclass
+class Applied:
+    """What committing a page's changes took: write requests, changes made, contacts re-read."""
 
-    Returns (write requests, membership changes applied).
-    """
-    requests = applied = 0
+    requests: int = 0
+    changes: int = 0
+    rereads: int = 0
+
+
+def apply_changes(changes: list[store.MembershipChange], targets: list[Target], now: str) -> Applied:
+    """Commit membership changes; a contact changed meanwhile is re-read and re-evaluated."""
+    outcome = Applied()
     pending = changes
     for _ in range(CONFLICT_RETRIES):
         if not pending:
             break
         report = commit_units([store.change_unit(i, change, now) for i, change in enumerate(pending)])
-        requests += report.requests
+        outcome.requests += report.requests
         retry: list[store.MembershipChange] = []
         for index, change in enumerate(pending):
             failure = report.failures.get(index)
             if failure is None:
-                applied += change.count
+                outcome.changes += change.count
                 continue
+            outcome.rereads += 1
             fresh = _reevaluate(change, failure.labels, targets)
             if fresh is not None:
                 retry.append(fresh)
         pending = retry
-    return requests, applied
+    return outcome
 
 
 def _reevaluate(
@@ -198,17 +208,14 @@ def finish_if_complete(run_id: str) -> bool:
         record = store.get_record(GroupType(type_name), group_id)
         if record is None:
             continue
-        actions: list[Action] = [SegmentRecord.last_run_id.set(run_id)]
-        if record.state == State.FILLING.value:
-            actions.append(SegmentRecord.state.set(State.READY.value))
-            if record.entity_type == GroupType.AUDIENCE.value:
-                actions.append(
-                    SegmentRecord.excluded.set(
-                        {r: excluded.get(r, 0) for r in ("hard_bounce", "soft_bounces", "no_consent")}
-                    )
-                )
+        if record.state != State.FILLING.value:
+            continue  # a recalculated definition needs no bookkeeping write: a re-run writes nothing
+        actions: list[Action] = [SegmentRecord.state.set(State.READY.value), SegmentRecord.last_run_id.set(run_id)]
+        if record.entity_type == GroupType.AUDIENCE.value:
+            totals = {reason: excluded.get(reason, 0) for reason in EXCLUSION_REASONS}
+            actions.append(SegmentRecord.excluded.set(totals))
         try:
-            record.update(actions=actions, condition=SegmentRecord.entity_id.exists(), add_version_condition=False)
+            record.update(actions=actions, condition=SegmentRecord.state == State.FILLING.value)
         except UpdateError as exc:
             if not _is_condition_failure(exc):
                 raise
