@@ -123,6 +123,49 @@ def test_readme_walkthrough_runs_as_written(runtime: Running) -> None:
     assert [g["group_id"] for g in outputs[-1]["items"]] == ["wholesale"]
 
 
+def segment_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Segments walk-through", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("curl ")]
+
+
+def wait_until_ready(runtime: Running, paths: list[str], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    for path in paths:
+        while True:
+            status, body = runtime.request("GET", path)
+            if status == 200 and body["state"] == "Ready":
+                break
+            assert time.monotonic() < deadline, f"{path} still {body}"
+            time.sleep(0.2)
+
+
+def test_readme_segments_walkthrough_runs_as_written(runtime: Running) -> None:
+    statuses = []
+    outputs = []
+    for command in segment_commands():
+        if "/segments/prague-buyers/members" in command:
+            # "A moment later": the recalculation workers fill both through SQS.
+            wait_until_ready(runtime, ["/segments/prague-buyers", "/audiences/spring-sale"])
+        local_command = command.replace("localhost:3000", f"127.0.0.1:{runtime.port}")
+        result = subprocess.run(
+            f"{local_command} -w '\\n%{{http_code}}'", shell=True, capture_output=True, text=True, timeout=60
+        )
+        body, _, status = result.stdout.rpartition("\n")
+        statuses.append(int(status))
+        outputs.append(json.loads(body) if body else None)
+    assert statuses == [201, 201, 201, 200, 200, 201, 201, 200, 200, 200, 422]
+    assert [outputs[2]["duplicate"], outputs[3]["duplicate"]] == [False, True]
+    assert outputs[4]["size"] == 2
+    assert [m["contact_id"] for m in outputs[7]["items"]] == ["mia"]
+    audience = outputs[8]
+    assert audience["member_count"] == 1 and audience["excluded"]["soft_bounces"] == 1
+    explained = outputs[9]
+    assert explained["matches"] is False and explained["member"] is False
+    assert explained["explanation"]["children"][1]["seen"] == {"count": 0}
+    assert outputs[10]["errors"][0]["field"] == "rule.any[0].op"
+
+
 def test_data_survives_a_restart_and_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     data_file = tmp_path / "data.json"
     first = start(data_file)

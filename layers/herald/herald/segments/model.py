@@ -69,6 +69,7 @@ Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 class DefinitionIn(Strict):
     """A new segment, audience or badge (which fields apply depends on the type)."""
 
+    id: ContactId | None = Field(default=None, description="a stable id of your choice (generated when absent)")
     name: Name
     description: Description | None = None
     rule: dict[str, Any] | None = Field(default=None, description="the rule (see the rule language)")

@@ -71,7 +71,7 @@ def create(group_type: GroupType, data: DefinitionIn, runner: Runner) -> Definit
     now = clock.now_iso()
     record = SegmentRecord(
         entity_type=group_type.value,
-        entity_id=uuid.uuid4().hex[:16],
+        entity_id=data.id or uuid.uuid4().hex[:16],
         name=data.name,
         description=data.description,
         rule=data.rule,
@@ -85,7 +85,12 @@ def create(group_type: GroupType, data: DefinitionIn, runner: Runner) -> Definit
         created_at=now,
         updated_at=now,
     )
-    record.save(condition=SegmentRecord.entity_id.does_not_exist())
+    try:
+        record.save(condition=SegmentRecord.entity_id.does_not_exist())
+    except PutError as exc:
+        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            raise Conflict(f"{group_type.value} {record.entity_id} already exists", id=record.entity_id) from exc
+        raise
     if rule is not None:
         recalculation.start_run(
             f"fill {group_type.value}", runner.enqueue, runner.parts, [(group_type, record.entity_id)]
