@@ -322,3 +322,40 @@ def test_membership_changes_publish_enter_and_exit_events(herald: Herald) -> Non
         ("Membership Entered", "segment", segment["id"], "c1"),
         ("Membership Exited", "segment", segment["id"], "c1"),
     ]
+
+
+def test_deleting_a_contact_removes_it_from_segments_badges_and_audiences(herald: Herald) -> None:
+    contact(herald, "c1")
+    contact(herald, "c2")
+    segment = create(herald, "segments", {"name": "Praguers", "rule": PRAGUE_RULE, "flexi": True})
+    audience = create(herald, "audiences", {"name": "Spring", "rule": PRAGUE_RULE})
+    badge = create(herald, "badges", {"name": "Star", "icon": "https://cdn.example.com/star.svg", "rule": PRAGUE_RULE})
+    assert herald.call("DELETE", "/contacts/c1").status == 204
+    for plural, definition in (("segments", segment), ("audiences", audience), ("badges", badge)):
+        assert member_ids(herald, plural, definition["id"]) == {"c2"}
+        assert herald.call("GET", f"/{plural}/{definition['id']}").body["member_count"] == 1
+
+
+def test_deleting_a_segment_removes_its_members_everywhere(herald: Herald) -> None:
+    contact(herald, "c1")
+    segment = create(herald, "segments", {"name": "Praguers", "rule": PRAGUE_RULE, "flexi": True})
+    assert herald.call("DELETE", f"/segments/{segment['id']}").status == 204
+    assert herald.call("GET", f"/segments/{segment['id']}").status == 404
+    assert herald.call("GET", "/contacts/c1").body["segment_ids"] == []
+    assert herald.call("GET", "/contacts/c1/memberships").body["segments"] == []
+    assert nightly(herald)["targets"] == []  # no longer recalculated
+
+
+def test_a_new_rule_refills_a_standard_segment_and_if_match_guards_edits(herald: Herald) -> None:
+    contact(herald, "c1")
+    contact(herald, "c2", "Brno")
+    segment = create(herald, "segments", {"id": "praguers", "name": "Praguers", "rule": PRAGUE_RULE})
+    assert segment["id"] == "praguers"
+    assert herald.call("POST", "/segments", {"id": "praguers", "name": "Again", "rule": PRAGUE_RULE}).status == 409
+    stale = herald.call("PATCH", "/segments/praguers", {"name": "Old"}, headers={"If-Match": '"99"'})
+    assert stale.status == 409 and stale.body["current_version"] == segment["version"]
+    brno = {"field": "attributes.city", "op": "equals", "value": "Brno"}
+    assert herald.call("PATCH", "/segments/praguers", {"rule": brno}).status == 200
+    herald.drain("SegmentWorkerFunction")
+    assert member_ids(herald, "segments", "praguers") == {"c2"}
+    assert herald.call("GET", "/segments/praguers").body["member_count"] == 1

@@ -33,6 +33,7 @@ from herald.cursor import decode_cursor, encode_cursor
 from herald.errors import Conflict, HeraldError, NotFound, PayloadTooLarge, StaleVersion, ValidationFailed
 from herald.groups.model import GroupState
 from herald.store import contacts as store
+from herald.store import segments as segment_store
 from herald.store import groups as group_store
 from herald.store.transactions import INVALID_PREFIX, TOO_LARGE, CommitReport, Failure, commit_units
 
@@ -231,7 +232,13 @@ def _group_problem(group_ids: list[str], known: dict[str, Any]) -> str | None:
 
 
 def _commit_one(before: Contact | None, after: Contact | None) -> None:
-    report = commit_units([store.change_unit(0, before, after)])
+    unit = store.change_unit(0, before, after)
+    if after is None and before is not None:
+        # A deleted contact leaves its segments, badges and audiences in the same transaction.
+        operations, counters = segment_store.departure(before.contact_id, before.segment_ids, before.badge_ids)
+        unit.operations += operations
+        unit.counters += counters
+    report = commit_units([unit])
     failure = report.failures.get(0)
     if failure is not None:
         raise _failure_error(failure, before, after)

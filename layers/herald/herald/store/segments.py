@@ -155,6 +155,28 @@ def change_unit(tag: Any, change: MembershipChange, now: str) -> Unit:
     return Unit(tag=tag, operations=operations, counters=counters)
 
 
+def departure(
+    contact_id: str, segment_ids: list[str], badge_ids: list[str]
+) -> tuple[list[Operation], list[CounterDelta]]:
+    """Removing a deleted contact from every segment, badge and audience it is in (with counters)."""
+    leaving = [(GroupType.SEGMENT, s) for s in segment_ids] + [(GroupType.BADGE, b) for b in badge_ids]
+    leaving += [
+        (GroupType.AUDIENCE, m.group_key.removeprefix(GroupType.AUDIENCE.prefix))
+        for m in memberships_of(contact_id)
+        if m.group_key.startswith(GroupType.AUDIENCE.prefix)
+    ]
+    operations = [
+        Operation(
+            "delete",
+            MembershipRecord(group_key=membership_key(t, i), contact_id=contact_id),
+            membership_label(t, i),
+        )
+        for t, i in leaving
+    ]
+    counters = [CounterDelta(counter_label(t, i), _counter(t, i), -1) for t, i in leaving]
+    return operations, counters
+
+
 def _counter(group_type: GroupType, group_id: str) -> Callable[[int, bool], Operation]:
     def build(delta: int, gains_members: bool) -> Operation:
         record = GroupCounterRecord(entity_type=group_type.value, entity_id=group_id)
