@@ -33,8 +33,8 @@ from herald.cursor import decode_cursor, encode_cursor
 from herald.errors import Conflict, HeraldError, NotFound, PayloadTooLarge, StaleVersion, ValidationFailed
 from herald.groups.model import GroupState
 from herald.store import contacts as store
-from herald.store import segments as segment_store
 from herald.store import groups as group_store
+from herald.store import segments as segment_store
 from herald.store.transactions import INVALID_PREFIX, TOO_LARGE, CommitReport, Failure, commit_units
 
 MAX_IMPORT_ROWS = 1000
