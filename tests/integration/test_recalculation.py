@@ -153,3 +153,20 @@ def test_a_malformed_part_message_is_logged_counted_and_dropped(
     assert "malformed recalculation message dropped" in output
     assert '"RecalculationMessageRejected":[1.0]' in output
     assert "Messages" not in sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)
+
+
+def test_unpublishable_membership_events_end_in_the_dead_letter_queue(
+    herald: Herald, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald.segments.events import EventPublisher
+
+    def refuse(self: EventPublisher, events: list[dict[str, Any]]) -> None:
+        raise RuntimeError("EventBridge is down")
+
+    monkeypatch.setattr(EventPublisher, "publish", refuse)
+    seed(herald, SCORES)  # c5 enters the segment: one INSERT record
+    herald.pump_streams()
+    sqs = boto3.client("sqs")
+    dlq = herald.queue_url("MembershipEventsDeadLetterQueue")
+    [message] = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
+    assert "MembershipEventsFunction" in message["Body"]
