@@ -51,9 +51,9 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
 
-## bench: run every benchmark in bench/ (prints figures and JSON lines)
+## bench: run every benchmark in bench/ (prints figures and JSON lines); BENCH=name runs one
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 ## deploy: sam build, then deploy with the samconfig environment ENV (default, prod)
 deploy: build

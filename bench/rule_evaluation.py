@@ -30,7 +30,7 @@ from typing import Any
 import rule_engine
 
 from bench.common import figure
-from herald.rules.compiler import compile_rule
+from herald.rules.compiler import compile_rule, compile_rules
 from herald.rules.model import parse_rule
 from herald.store.tables import ContactRecord
 
@@ -368,6 +368,13 @@ def main(argv: list[str]) -> None:
             matched += sum(map(f, items))
         return matched
 
+    # As the nightly pass runs them: every rule on a contact, then the next contact.
+    batch = compile_rules([parse_rule(r) for r, _, _ in defined], NOW)
+    assert all(batch(raw) == tuple(f(raw) for f in compiled) for raw in sample)
+
+    def herald_all_at_once() -> int:
+        return sum(sum(batch(raw)) for raw in items)
+
     naive_items = items[: args.naive_contacts]
 
     def naive() -> int:
@@ -389,7 +396,9 @@ def main(argv: list[str]) -> None:
     naive_rate, _ = _rate(naive, len(naive_items) * len(defined))
     ceiling_rate, _ = _rate(ceiling, len(ceiling_items) * len(defined))
     herald_rate, matched = _rate(herald, len(items) * len(defined))
-    print(f"{BENCH}: Herald evaluated {len(items) * len(defined):,} contact-rule pairs ({matched:,} matched)")
+    batch_rate, batch_matched = _rate(herald_all_at_once, len(items) * len(defined))
+    assert batch_matched == matched
+    print(f"{BENCH}: Herald evaluated {len(items) * len(defined):,} contact-rule pairs ({matched:,} matched), twice")
     figure(
         BENCH, "naive stack (pynamodb from_raw_data + rule-engine)", naive_rate, "evaluations/s/core", None, "baseline"
     )
@@ -401,9 +410,23 @@ def main(argv: list[str]) -> None:
         None,
         "the practical ceiling",
     )
-    figure(BENCH, "Herald compiled evaluator on raw items", herald_rate, "evaluations/s/core", None, ">= 1,000,000")
-    figure(BENCH, "Herald vs naive stack", herald_rate, "evaluations/s/core", naive_rate, ">= 25x")
-    figure(BENCH, "Herald vs hand-written ceiling", herald_rate, "evaluations/s/core", ceiling_rate, ">= 0.2x")
+    figure(BENCH, "Herald compiled, one rule at a time", herald_rate, "evaluations/s/core", None, ">= 1,000,000")
+    figure(BENCH, "Herald compiled, 20 rules per contact", batch_rate, "evaluations/s/core", None, ">= 1,000,000")
+    figure(
+        BENCH, "Herald (20 rules per contact) vs naive stack", batch_rate, "evaluations/s/core", naive_rate, ">= 25x"
+    )
+    figure(BENCH, "Herald (one rule at a time) vs naive stack", herald_rate, "evaluations/s/core", naive_rate, ">= 25x")
+    figure(
+        BENCH,
+        "Herald (20 rules per contact) vs hand-written",
+        batch_rate,
+        "evaluations/s/core",
+        ceiling_rate,
+        ">= 0.2x",
+    )
+    figure(
+        BENCH, "Herald (one rule at a time) vs hand-written", herald_rate, "evaluations/s/core", ceiling_rate, ">= 0.2x"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from herald.rules.compiler import compile_rule
+from herald.rules.compiler import compile_rule, compile_rules
 from herald.rules.model import BUILT_IN_FIELDS, OPERATORS, PROPERTY_OPERATORS, FieldType, field_spec, parse_rule
 from herald.rules.reference import Reference, decode_item
 
@@ -256,3 +256,13 @@ def test_every_condition_agrees_on_the_corpus(source: dict[str, Any], negate: bo
     reference = Reference(NOW)
     for item, decoded in zip(CORPUS, DECODED, strict=True):
         assert compiled(item) == reference.matches(rule, decoded), (source, item)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sources=st.lists(rules, min_size=1, max_size=5))
+def test_rules_compiled_together_give_each_rules_verdict(sources: list[dict[str, Any]]) -> None:
+    parsed = [parse_rule(source) for source in sources]
+    batch = compile_rules(parsed, NOW)
+    singles = [compile_rule(rule, NOW) for rule in parsed]
+    for item in CORPUS:
+        assert batch(item) == tuple(single(item) for single in singles)

@@ -15,8 +15,8 @@ from typing import Any
 
 from herald.errors import ValidationFailed
 from herald.rules.calendar import Calendar
-from herald.rules.compiler import Predicate, compile_rule
-from herald.rules.model import parse_rule
+from herald.rules.compiler import Batch, Predicate, compile_rule
+from herald.rules.model import Rule, parse_rule
 from herald.segments.model import GroupType
 from herald.store.segments import MembershipChange
 from herald.store.tables import SegmentRecord
@@ -35,16 +35,21 @@ class Target:
     predicate: Predicate
     channel: str | None = None
     depends_on: frozenset[tuple[GroupType, str]] = frozenset()
+    # Set on every target of a set none of which depends on another: all verdicts at once.
+    batch: Batch | None = None
+    batch_index: int = 0
 
 
 def targets_of(records: list[SegmentRecord], now: datetime) -> list[Target]:
     """Compile each record's rule (one calendar for all) and order them by dependency."""
     calendar = Calendar(now)
     targets = []
+    rules_by_target: dict[tuple[GroupType, str], Rule] = {}
     for record in records:
         if not record.rule:
             continue
         rule = parse_rule(record.rule)
+        rules_by_target[(GroupType(record.entity_type), record.entity_id)] = rule
         depends = {(GroupType.SEGMENT, s) for s in rule.segments} | {(GroupType.BADGE, b) for b in rule.badges}
         group_type = GroupType(record.entity_type)
         channel = record.channel if group_type is GroupType.AUDIENCE else None
@@ -107,8 +112,13 @@ def evaluate(
     view = item
     entered: list[tuple[GroupType, str]] = []
     exited: list[tuple[GroupType, str]] = []
+    batch = targets[0].batch if len(targets) > 1 else None
+    verdicts = batch(item) if batch is not None else None
     for target in targets:
-        verdict = target.predicate(view)
+        if verdicts is not None and target.batch is batch:
+            verdict = verdicts[target.batch_index]
+        else:
+            verdict = target.predicate(view)
         if target.type is GroupType.AUDIENCE:
             if verdict:
                 reason = exclusion_reason(item, target.channel or "email")
