@@ -167,6 +167,7 @@ class Reference:
                     "at_least": node.at_least,
                     "at_most": node.at_most,
                     "within_days": node.within_days,
+                    "where": [{"property": f.name, "op": f.op, "value": _plain(f.value)} for f in node.where],
                 },
                 seen={"count": self._activity_count(node, contact)},
             )
