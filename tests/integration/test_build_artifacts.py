@@ -17,8 +17,9 @@ BUILD = project_root() / ".aws-sam" / "build"
 PROBE = """
 import importlib, json, sys
 sys.path[:0] = {paths!r}
-import app
-assert callable(app.lambda_handler)
+module_name, handler_name = {handler!r}.rsplit(".", 1)
+module = importlib.import_module(module_name)
+assert callable(getattr(module, handler_name))
 print(json.dumps(sorted(m.split('.')[0] for m in sys.modules if m.startswith(('herald', 'pynamodb', 'pydantic')))))
 """
 
@@ -32,7 +33,7 @@ def test_built_handler_imports_with_only_its_folder_and_the_layer(function: str)
     paths = [str(BUILD / function), str(layer)]
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1", **spec.environment}
     result = subprocess.run(
-        [sys.executable, "-S", "-c", PROBE.format(paths=paths)],
+        [sys.executable, "-S", "-c", PROBE.format(paths=paths, handler=spec.handler)],
         env=env,
         cwd=Path("/"),
         capture_output=True,

@@ -142,7 +142,7 @@ def test_the_planner_runs_on_its_schedule_in_the_configured_time_zone(herald: He
 
 
 def test_a_malformed_part_message_is_logged_counted_and_dropped(
-    herald: Herald, capfd: pytest.CaptureFixture[str]
+    herald: Herald, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     sqs = boto3.client("sqs")
     url = herald.queue_url("RecalculationQueue")
@@ -150,7 +150,8 @@ def test_a_malformed_part_message_is_logged_counted_and_dropped(
     herald.drain("SegmentWorkerFunction")
     captured = capfd.readouterr()
     output = captured.out + captured.err
-    assert "malformed recalculation message dropped" in output
+    logged = [r.getMessage() for r in caplog.records] + [output]
+    assert any("malformed recalculation message dropped" in line for line in logged)
     assert '"RecalculationMessageRejected":[1.0]' in output
     assert "Messages" not in sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)
 

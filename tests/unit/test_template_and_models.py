@@ -30,7 +30,8 @@ def test_models_match_template_keys_and_indexes(field: str, model: type[Model]) 
     keys = key_schema(table["KeySchema"])
     assert model._hash_keyname == keys["HASH"]
     assert model._range_keyname == keys.get("RANGE")
-    template_indexes = {i["IndexName"]: key_schema(i["KeySchema"]) for i in table.get("GlobalSecondaryIndexes", [])}
+    declared = table.get("GlobalSecondaryIndexes", []) + table.get("LocalSecondaryIndexes", [])
+    template_indexes = {i["IndexName"]: key_schema(i["KeySchema"]) for i in declared}
     for index in model._indexes.values():
         name = index.Meta.index_name
         assert name in template_indexes, f"{model.__name__} uses {name}, which the template lacks"

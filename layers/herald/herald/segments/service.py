@@ -348,7 +348,8 @@ def _manual_change(
         audit.append(
             AuditRecord(
                 entity_type=f"audit#{store.membership_key(group_type, group_id)}",
-                entity_id=f"{now}#{uuid.uuid4().hex[:8]}",
+                # Wall-clock nanoseconds order changes made within the same millisecond.
+                entity_id=f"{now}#{time.time_ns():020d}",
                 action="add" if add else "remove",
                 contact_id=contact_id,
                 actor=actor,
