@@ -93,6 +93,13 @@ def process_part(run_id: str, part: int, has_time: Callable[[], bool] = lambda: 
         return report
     at = datetime.fromisoformat(run.at.replace("Z", "+00:00"))
     targets = _targets(run, at)
+    if not targets:
+        # Nothing to recalculate (no flexi definitions, or the target was deleted): no scan.
+        checkpoint.done = True
+        checkpoint.save()
+        report.finished = True
+        finish_if_complete(run_id)
+        return report
     connection = ContactRecord._get_connection()
     while has_time():
         page = connection.scan(
