@@ -393,6 +393,7 @@ class StreamPoller:
         self.streams = boto3.client("dynamodbstreams", region_name=region)
         self.sqs = boto3.client("sqs", region_name=region)
         self._iterators: dict[str, str] = {}
+        self._closed: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"stream-{source.function}", daemon=True)
         self.delivered = 0
@@ -417,6 +418,8 @@ class StreamPoller:
         shards = self.streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]
         for shard in shards:
             shard_id = shard["ShardId"]
+            if shard_id in self._closed:
+                continue
             iterator = (
                 self._iterators.get(shard_id)
                 or self.streams.get_shard_iterator(
@@ -426,11 +429,16 @@ class StreamPoller:
             while True:
                 response = self.streams.get_records(ShardIterator=iterator, Limit=self.source.batch_size)
                 records = response.get("Records", [])
-                iterator = response.get("NextShardIterator") or iterator
+                if records:
+                    read += len(records)
+                    self._deliver([_lambda_record(r, stream_arn, self.region) for r in records])
+                next_iterator = response.get("NextShardIterator")
+                if next_iterator is None:
+                    self._closed.add(shard_id)  # a closed shard, read to its end
+                    break
+                iterator = next_iterator
                 if not records:
                     break
-                read += len(records)
-                self._deliver([_lambda_record(r, stream_arn, self.region) for r in records])
             self._iterators[shard_id] = iterator
         return read
 

@@ -269,13 +269,13 @@ def table_scan(
         if len(results) == limit or size + item_size > RESULT_SIZE_LIMIT:
             last_key = self._get_last_evaluated_key(results[-1], None)
             break
-        results.append(item)
+        results.append(copy.deepcopy(item))  # serialised after the lock is released
         size += item_size
         scanned += 1
     if filter_expression is not None:
         results = [item for item in results if filter_expression.expr(item)]
     if projection_expression:
-        results = [copy.deepcopy(item).project(projection_expression) for item in results]
+        results = [item.project(projection_expression) for item in results]
     return results, scanned, last_key
 
 

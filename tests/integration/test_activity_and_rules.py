@@ -58,6 +58,8 @@ def test_bad_events_are_refused_with_the_field_named(herald: Herald) -> None:
     assert reply.status == 422 and reply.body["errors"][0]["field"].startswith("properties")
     reply = herald.call("POST", "/contacts/c1/events", {"event_id": "e1", "type": "campaign.opened"})
     assert reply.status == 422 and "campaign_id" in reply.body["errors"][0]["problem"]
+    numbered = {"event_id": "e1", "type": "campaign.opened", "properties": {"campaign_id": 123}}
+    assert herald.call("POST", "/contacts/c1/events", numbered).status == 422
     assert herald.call("POST", "/contacts/nobody/events", {"event_id": "e1", "type": "login"}).status == 404
 
 

@@ -129,6 +129,29 @@ def test_a_contact_edited_while_its_page_is_evaluated_is_re_read(
     assert state(herald, segment_id) == expected_for(final, segment_id)
 
 
+def test_a_retried_chunk_resends_each_update_once(herald: Herald) -> None:
+    # A packed request fails on one unit, and the rest are retried one by one: the
+    # retried contact update must carry its version increment once, not twice.
+    from herald.segments.model import GroupType
+    from herald.store import segments as store
+    from herald.store.transactions import commit_units
+
+    segment_id = seed(herald, {"c1": 10, "c2": 10})
+    current = herald.call("GET", "/contacts/c1").body["version"]
+    good = store.MembershipChange(
+        "c1", current, "customer", "Active", segment_ids={segment_id}, entered=[(GroupType.SEGMENT, segment_id)]
+    )
+    stale = store.MembershipChange(
+        "c2", 99, "customer", "Active", segment_ids={segment_id}, entered=[(GroupType.SEGMENT, segment_id)]
+    )
+    report = commit_units([store.change_unit(0, good, NOW.isoformat()), store.change_unit(1, stale, NOW.isoformat())])
+    assert list(report.failures) == [1]
+    assert herald.call("GET", "/contacts/c1").body["segment_ids"] == [segment_id]
+    assert herald.call("GET", "/contacts/c1").body["version"] == current + 1
+    assert herald.call("GET", f"/segments/{segment_id}").body["member_count"] == 1
+    assert herald.call("GET", "/recalculations/no-such-run").status == 404
+
+
 def test_the_planner_runs_on_its_schedule_in_the_configured_time_zone(herald: Herald) -> None:
     seed(herald, SCORES)
     [schedule] = [e for f in herald.template.functions() for e in f.events if e.type == "ScheduleV2"]

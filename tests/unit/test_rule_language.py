@@ -66,6 +66,11 @@ def problems(source: Any) -> list[dict[str, str]]:
             "does not apply",
         ),
         ({"campaign": "spring", "response": "bounced"}, "rule.response", "must be one of received"),
+        ({"field": "kind", "op": "equals", "value": [1]}, "rule.value", "type mismatch: must be one of"),
+        ({"field": "status", "op": "in", "value": [["Active"]]}, "rule.value", "type mismatch: must be one of"),
+        ({"field": "attributes.x", "op": "greater", "value": 1e200}, "rule.value", "type mismatch"),
+        ({"activity": "purchase", "at_least": 1, "within_days": 500}, "rule.within_days", "from 0 to 400"),
+        ({"activity": "purchase", "at_least": 60, "within_days": 5}, "rule.at_least", "from 0 to 50"),
     ],
 )
 def test_bad_rules_name_the_node_and_the_problem(source: dict[str, Any], field: str, fragment: str) -> None:

@@ -63,7 +63,8 @@ class EventIn(Strict):
 
     @model_validator(mode="after")
     def _campaign_named(self) -> EventIn:
-        if self.type in RESPONSE_EVENTS and not is_valid_id(str(self.properties.get("campaign_id", ""))):
+        campaign_id = self.properties.get("campaign_id")
+        if self.type in RESPONSE_EVENTS and not (isinstance(campaign_id, str) and is_valid_id(campaign_id)):
             raise PydanticCustomError("campaign_id", "campaign response events need a campaign_id property")
         return self
 

@@ -28,6 +28,7 @@ from herald.store.transactions import Operation, commit_units
 # The summary keeps what rules can ask about: the last 400 days, 50 events a type.
 SUMMARY_DAYS = 400
 SUMMARY_PER_TYPE = 50
+SUMMARY_TYPES = 30
 HISTORY_DAYS = 730
 EVENT_LABEL = "event"
 RETRIES = 5
@@ -123,6 +124,10 @@ def summarised(contact: Contact, event: Event) -> Contact:
     activity[event.type] = entries[-SUMMARY_PER_TYPE:]
     if not activity[event.type]:
         del activity[event.type]
+    while len(activity) > SUMMARY_TYPES:
+        # Keep the item bounded: the type whose latest event is oldest leaves the summary.
+        stalest = min(activity, key=lambda kind: activity[kind][-1][0] if activity[kind] else 0)
+        del activity[stalest]
     update: dict[str, Any] = {"activity": activity}
     response_field = RESPONSE_EVENTS.get(event.type)
     if response_field:

@@ -40,7 +40,9 @@ MAX_DEPTH = 12
 MAX_CONDITIONS = 100
 MAX_LIST_VALUES = 100
 MAX_DAYS = 36_500
-MAX_COUNT = 1_000_000
+# The contact's activity summary keeps 400 days and 50 events a type (herald.activity).
+MAX_ACTIVITY_DAYS = 400
+MAX_ACTIVITY_COUNT = 50
 
 
 class FieldType(StrEnum):
@@ -300,11 +302,12 @@ class _Parser:
         counts: dict[str, int | None] = {}
         for bound in ("at_least", "at_most", "within_days"):
             value = raw.get(bound)
-            limit = MAX_DAYS if bound == "within_days" else MAX_COUNT
+            limit = MAX_ACTIVITY_DAYS if bound == "within_days" else MAX_ACTIVITY_COUNT
             if value is None:
                 counts[bound] = None
             elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
                 self.problem(f"{path}.{bound}", f"must be a whole number from 0 to {limit:,}")
+                counts[bound] = None
                 ok = False
             else:
                 counts[bound] = value
@@ -355,9 +358,10 @@ _FIELD_HINT = "; use a built-in field (" + ", ".join(BUILT_IN_FIELDS) + ") or at
 def _is_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
-    if isinstance(value, int):
-        return abs(value) < 10**300  # representable as a double
-    return isinstance(value, float) and math.isfinite(value)
+    if not isinstance(value, int | float) or (isinstance(value, float) and not math.isfinite(value)):
+        return False
+    # Within what DynamoDB can store, since rules are stored.
+    return value == 0 or 1e-130 <= abs(value) < 1e126
 
 
 def _is_scalar(value: Any) -> bool:
@@ -418,7 +422,7 @@ def _check_value(spec: FieldSpec, op: str, value: Any, present: bool) -> tuple[s
 
 def _scalar_problem(spec: FieldSpec, value: Any) -> str | None:
     if spec.type is FieldType.ENUM:
-        if value not in spec.choices:
+        if not isinstance(value, str) or value not in spec.choices:
             return "type mismatch: must be one of " + ", ".join(sorted(spec.choices))
         return None
     if spec.type is FieldType.BOOL and not isinstance(value, bool):

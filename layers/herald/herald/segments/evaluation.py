@@ -15,7 +15,7 @@ from typing import Any
 
 from herald.errors import ValidationFailed
 from herald.rules.calendar import Calendar
-from herald.rules.compiler import Batch, Predicate, compile_rule
+from herald.rules.compiler import Batch, Predicate, compile_rule, compile_rules
 from herald.rules.model import Rule, parse_rule
 from herald.segments.model import GroupType
 from herald.store.segments import MembershipChange
@@ -56,7 +56,14 @@ def targets_of(records: list[SegmentRecord], now: datetime) -> list[Target]:
         targets.append(
             Target(group_type, record.entity_id, compile_rule(rule, now, calendar), channel, frozenset(depends))
         )
-    return dependency_order(targets)
+    ordered = dependency_order(targets)
+    keys = {(t.type, t.id) for t in ordered}
+    if len(ordered) > 1 and not any(t.depends_on & keys for t in ordered):
+        # No target asks about another: evaluate them all in one function per contact.
+        batch = compile_rules([rules_by_target[(t.type, t.id)] for t in ordered], now, calendar)
+        for index, target in enumerate(ordered):
+            target.batch, target.batch_index = batch, index
+    return ordered
 
 
 def dependency_order(targets: list[Target]) -> list[Target]:

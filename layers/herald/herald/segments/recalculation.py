@@ -28,6 +28,7 @@ from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.expressions.update import Action
 
 from herald import clock
+from herald.errors import NotFound
 from herald.segments.evaluation import EXCLUSION_REASONS, Target, evaluate, targets_of
 from herald.segments.model import GroupType, State
 from herald.store import segments as store
@@ -90,6 +91,7 @@ def process_part(run_id: str, part: int, has_time: Callable[[], bool] = lambda: 
     checkpoint = RunPartRecord.get(_parts_key(run_id), _part_id(part), consistent_read=True)
     if checkpoint.done:
         report.finished = True
+        finish_if_complete(run_id)  # an earlier delivery may have died between its checkpoint and here
         return report
     at = datetime.fromisoformat(run.at.replace("Z", "+00:00"))
     targets = _targets(run, at)
@@ -167,6 +169,9 @@ def apply_changes(changes: list[store.MembershipChange], targets: list[Target], 
             if fresh is not None:
                 retry.append(fresh)
         pending = retry
+    if pending:
+        # Never checkpoint past changes that were not written: fail the part, SQS retries it.
+        raise RuntimeError(f"{len(pending)} membership changes kept conflicting; the part will be retried")
     return outcome
 
 
@@ -222,7 +227,9 @@ def finish_if_complete(run_id: str) -> bool:
             totals = {reason: excluded.get(reason, 0) for reason in EXCLUSION_REASONS}
             actions.append(SegmentRecord.excluded.set(totals))
         try:
-            record.update(actions=actions, condition=SegmentRecord.state == State.FILLING.value)
+            record.update(
+                actions=actions, condition=SegmentRecord.state == State.FILLING.value, add_version_condition=False
+            )
         except UpdateError as exc:
             if not _is_condition_failure(exc):
                 raise
@@ -239,7 +246,10 @@ def finish_if_complete(run_id: str) -> bool:
 
 def run_status(run_id: str) -> dict[str, Any]:
     """A run's state, targets and per-part progress."""
-    run = RunRecord.get(RUN_ENTITY, run_id, consistent_read=True)
+    try:
+        run = RunRecord.get(RUN_ENTITY, run_id, consistent_read=True)
+    except RunRecord.DoesNotExist:
+        raise NotFound(f"recalculation run {run_id} does not exist", id=run_id) from None
     parts = list(RunPartRecord.query(_parts_key(run_id), consistent_read=True))
     excluded: Counter[str] = Counter()
     for part in parts:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.expressions.update import Action
 
 from herald import clock
 from herald.contacts.model import is_valid_id
@@ -136,17 +137,26 @@ def update(
     new_rule = "rule" in fields and patch.rule != record.rule
     if new_rule and patch.rule is not None:
         _parsed(patch.rule, group_type, group_id)
+    # Only the edited fields are written: member counts change concurrently (unversioned counters).
+    actions: list[Action] = [SegmentRecord.updated_at.set(clock.now_iso())]
     if "name" in fields and patch.name is not None:
-        record.name = patch.name
+        actions.append(SegmentRecord.name.set(patch.name))
     if "description" in fields:
-        record.description = patch.description
-    record.rule = rule_source
-    record.flexi, record.online, record.icon = flexi, online, icon
-    record.live_type = store.FLEXI if flexi else None
-    record.updated_at = clock.now_iso()
+        actions.append(_set_or_remove(SegmentRecord.description, patch.description))
+    if "rule" in fields:
+        actions.append(_set_or_remove(SegmentRecord.rule, rule_source))
+    if "flexi" in fields:
+        actions.append(SegmentRecord.flexi.set(flexi))
+        actions.append(_set_or_remove(SegmentRecord.live_type, store.FLEXI if flexi else None))
+    if "online" in fields:
+        actions.append(SegmentRecord.online.set(online))
+    if "icon" in fields:
+        actions.append(_set_or_remove(SegmentRecord.icon, icon))
     try:
-        record.save()
-    except PutError as exc:
+        # Conditional on the version read (pynamodb adds it); a Locked audience must still be unlocked.
+        condition = SegmentRecord.state != State.LOCKED.value if group_type is GroupType.AUDIENCE else None
+        record.update(actions=actions, condition=condition)
+    except UpdateError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
             raise StaleVersion(group_type.value, group_id, None) from exc
         raise
@@ -155,6 +165,10 @@ def update(
             f"rule changed on {group_type.value}", runner.enqueue, runner.parts, [(group_type, group_id)]
         )
     return store.to_definition(record)
+
+
+def _set_or_remove(attribute: Any, value: Any) -> Action:
+    return attribute.set(value) if value is not None else attribute.remove()
 
 
 def delete(group_type: GroupType, group_id: str) -> bool:
@@ -180,6 +194,8 @@ def delete(group_type: GroupType, group_id: str) -> bool:
 def duplicate(group_id: str, name: str, actor: str) -> Definition:
     """Copy an audience (definition and current members) under a new name."""
     source = _record(GroupType.AUDIENCE, group_id)
+    if source.state == State.FILLING.value:
+        raise Conflict(f"audience {group_id} is still being selected; duplicate it when it is Ready")
     now = clock.now_iso()
     copy = SegmentRecord(
         entity_type=GroupType.AUDIENCE.value,
@@ -211,7 +227,13 @@ def duplicate(group_id: str, name: str, actor: str) -> Definition:
             )
             for m in page
         ]
-        commit_units([store.change_unit(i, c, now) for i, c in enumerate(changes)])
+        report = commit_units([store.change_unit(i, c, now) for i, c in enumerate(changes)])
+        if report.failures:
+            raise Conflict(
+                f"the copy {copy.entity_id} is incomplete: {len(report.failures)} members could not be copied; "
+                "delete it and duplicate again",
+                id=copy.entity_id,
+            )
         if not start:
             break
     return get(GroupType.AUDIENCE, copy.entity_id)

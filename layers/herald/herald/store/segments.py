@@ -180,11 +180,15 @@ def departure(
 def _counter(group_type: GroupType, group_id: str) -> Callable[[int, bool], Operation]:
     def build(delta: int, gains_members: bool) -> Operation:
         record = GroupCounterRecord(entity_type=group_type.value, entity_id=group_id)
+        condition = GroupCounterRecord.entity_id.exists()
+        if group_type is GroupType.AUDIENCE:
+            # A launched campaign's audience is completely locked, even against a change in flight.
+            condition = condition & (GroupCounterRecord.state != State.LOCKED.value)
         return Operation(
             "update",
             record,
             counter_label(group_type, group_id),
-            condition=GroupCounterRecord.entity_id.exists(),
+            condition=condition,
             actions=[GroupCounterRecord.member_count.add(delta)],
             versioned=False,
         )

@@ -221,6 +221,8 @@ def _add(transaction: TransactWrite, op: Operation) -> None:
     elif op.verb == "delete":
         transaction.delete(op.model, condition=op.condition, add_version_condition=op.versioned)
     elif op.verb == "update":
-        transaction.update(op.model, op.actions, condition=op.condition, add_version_condition=op.versioned)
+        # A copy: pynamodb appends its version increment to the list it is given, and a
+        # retried chunk would otherwise send the increment twice.
+        transaction.update(op.model, list(op.actions), condition=op.condition, add_version_condition=op.versioned)
     else:  # pragma: no cover - programming error
         raise ValueError(f"unknown verb {op.verb}")
