@@ -170,3 +170,25 @@ def test_membership_stream_records_become_enter_and_exit_events() -> None:
     assert membership_event({**insert, "eventName": "MODIFY"}) is None
     group = {**insert, "dynamodb": {"Keys": {"group_key": {"S": "cg#vip"}, "contact_id": {"S": "c1"}}}}
     assert membership_event(group) is None
+
+
+def test_independent_targets_are_evaluated_together_and_dependent_ones_in_order() -> None:
+    from herald.segments.evaluation import evaluate, targets_of
+    from herald.store.tables import SegmentRecord
+
+    def record(entity_id: str, rule: dict[str, Any]) -> SegmentRecord:
+        return SegmentRecord(entity_type="segment", entity_id=entity_id, name=entity_id, rule=rule, state="Ready")
+
+    prague = {"field": "attributes.city", "op": "equals", "value": "Prague"}
+    rich = {"field": "attributes.spend", "op": "greater", "value": 100}
+    independent = targets_of([record("a", prague), record("b", rich)], NOW)
+    assert independent[0].batch is not None and independent[0].batch is independent[1].batch
+    item = {"contact_id": {"S": "c1"}, "version": {"N": "3"}, "attributes": {"M": {"city": {"S": "Prague"}}}}
+    change = evaluate(item, independent)
+    assert change is not None and change.segment_ids == {"a"} and change.version == 3
+    dependent = targets_of(
+        [record("b", {"field": "segment", "op": "contains", "value": "a"}), record("a", prague)], NOW
+    )
+    assert [t.id for t in dependent] == ["a", "b"] and dependent[0].batch is None
+    change = evaluate(item, dependent)
+    assert change is not None and change.segment_ids == {"a", "b"}  # b saw a's new membership in the same pass
