@@ -359,3 +359,20 @@ def test_a_new_rule_refills_a_standard_segment_and_if_match_guards_edits(herald:
     herald.drain("SegmentWorkerFunction")
     assert member_ids(herald, "segments", "praguers") == {"c2"}
     assert herald.call("GET", "/segments/praguers").body["member_count"] == 1
+
+
+def test_a_contact_can_be_deleted_from_a_locked_audience_and_after_its_segment_vanished(herald: Herald) -> None:
+    from herald.segments import service
+    from herald.store.tables import SegmentRecord
+
+    contact(herald, "c1")
+    contact(herald, "c2")
+    audience = create(herald, "audiences", {"name": "Spring", "rule": PRAGUE_RULE})
+    segment = create(herald, "segments", {"name": "Praguers", "rule": PRAGUE_RULE})
+    service.lock_audience(audience["id"], "spring-campaign")
+    # The segment's definition disappears while its memberships remain (a deletion racing a run).
+    SegmentRecord.get("segment", segment["id"]).delete(add_version_condition=False)
+    assert herald.call("DELETE", "/contacts/c1").status == 204
+    assert member_ids(herald, "audiences", audience["id"]) == {"c2"}
+    locked = herald.call("GET", f"/audiences/{audience['id']}").body
+    assert locked["member_count"] == 1 and locked["state"] == "Locked"

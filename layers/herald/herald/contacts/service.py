@@ -269,6 +269,9 @@ def _failure_error(failure: Failure, before: Contact | None, after: Contact | No
                 field="email",
                 existing_contact_id=owner,
             )
+        if label.split(":", 1)[0] in ("segment", "badge", "audience") or label.startswith("counter:"):
+            # A membership listed from the (eventually consistent) index changed meanwhile: re-read.
+            return StaleVersion("contact", subject.contact_id, None)
         if label.startswith(store.GROUP_LABEL_PREFIX):
             group_id = label.removeprefix(store.GROUP_LABEL_PREFIX)
             return ValidationFailed.one("group_ids", f"group {group_id} does not exist or is being deleted")

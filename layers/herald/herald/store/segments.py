@@ -165,23 +165,32 @@ def departure(
         for m in memberships_of(contact_id)
         if m.group_key.startswith(GroupType.AUDIENCE.prefix)
     ]
+    # Each delete is conditional on the membership existing (the audience index may lag), so a
+    # counter is only ever decremented for a real member; definitions deleted meanwhile get none.
+    existing = {(r.entity_type, r.entity_id) for r in SegmentRecord.batch_get([(t.value, i) for t, i in leaving])}
     operations = [
         Operation(
             "delete",
             MembershipRecord(group_key=membership_key(t, i), contact_id=contact_id),
             membership_label(t, i),
+            condition=MembershipRecord.contact_id.exists(),
         )
         for t, i in leaving
     ]
-    counters = [CounterDelta(counter_label(t, i), _counter(t, i), -1) for t, i in leaving]
+    counters = [
+        # A deleted contact leaves even a locked audience (erasure must always be possible).
+        CounterDelta(counter_label(t, i), _counter(t, i, honour_lock=False), -1)
+        for t, i in leaving
+        if (t.value, i) in existing
+    ]
     return operations, counters
 
 
-def _counter(group_type: GroupType, group_id: str) -> Callable[[int, bool], Operation]:
+def _counter(group_type: GroupType, group_id: str, honour_lock: bool = True) -> Callable[[int, bool], Operation]:
     def build(delta: int, gains_members: bool) -> Operation:
         record = GroupCounterRecord(entity_type=group_type.value, entity_id=group_id)
         condition = GroupCounterRecord.entity_id.exists()
-        if group_type is GroupType.AUDIENCE:
+        if group_type is GroupType.AUDIENCE and honour_lock:
             # A launched campaign's audience is completely locked, even against a change in flight.
             condition = condition & (GroupCounterRecord.state != State.LOCKED.value)
         return Operation(
