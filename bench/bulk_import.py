@@ -17,13 +17,11 @@ import time
 import uuid
 from typing import Any
 
-from bench.common import counting_requests, figure
+from bench.common import counting_requests, embedded_runtime, figure
 from herald.contacts.model import ContactKind
 from herald.store.contacts import kind_status_partition, shard_of
 from herald.store.tables import ContactRecord
 from local.apigw import Route, proxy_event
-from local.runtime import Runtime, RuntimeOptions, free_port
-from local.template import project_root
 
 BENCH = "bulk_import"
 ROWS_PER_REQUEST = 1000
@@ -81,16 +79,7 @@ def baseline_save(rows: list[dict[str, Any]]) -> None:
 
 
 def run(contacts: int, rounds: int) -> list[dict[str, Any]]:
-    runtime = Runtime(
-        RuntimeOptions(
-            template_path=project_root() / "template.yaml",
-            api_port=free_port(),
-            start_pollers=False,
-            start_schedules=False,
-        )
-    )
-    runtime.start()
-    try:
+    with embedded_runtime() as runtime:
         runtime.invoke("ApiFunction", _group_request())
         per_round = contacts // rounds
         herald_time = baseline_time = 0.0
@@ -130,8 +119,6 @@ def run(contacts: int, rounds: int) -> list[dict[str, Any]]:
                 "<= 0.05 (1/20)",
             ),
         ]
-    finally:
-        runtime.stop()
 
 
 def _group_request() -> dict[str, Any]:

@@ -11,6 +11,9 @@ from typing import Any
 
 from botocore.client import BaseClient
 
+from local.runtime import Runtime, RuntimeOptions, free_port
+from local.template import project_root
+
 WRITE_OPERATIONS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 
 
@@ -46,6 +49,24 @@ class RequestCounter:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+
+
+@contextmanager
+def embedded_runtime() -> Iterator[Runtime]:
+    """The embedded AWS with the template provisioned, no pollers or schedules: benchmarks drive the work."""
+    runtime = Runtime(
+        RuntimeOptions(
+            template_path=project_root() / "template.yaml",
+            api_port=free_port(),
+            start_pollers=False,
+            start_schedules=False,
+        )
+    )
+    runtime.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,17 +92,15 @@ def sqs_event(messages: list[dict[str, Any]], source: SqsSource, region: str) ->
     }
 
 
-class SqsPoller:
-    """Polls one queue and invokes one function, until stopped."""
+class Poller(ABC):
+    """A background thread calling ``poll_once`` until stopped, as Lambda's pollers run."""
 
-    def __init__(self, source: SqsSource, host: FunctionHost, region: str) -> None:
-        self.source = source
-        self.host = host
-        self.region = region
-        self.sqs = boto3.client("sqs", region_name=region)
+    kind = "poller"
+
+    def __init__(self, function: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sqs-{source.function}", daemon=True)
-        self.batches = 0
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind}-{function}", daemon=True)
+        self._function = function
 
     def start(self) -> None:
         self._thread.start()
@@ -109,6 +108,33 @@ class SqsPoller:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    @abstractmethod
+    def poll_once(self) -> int:
+        """Deliver what is waiting now; returns how many messages or records were read."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(0.2)
+            except Exception as exc:  # keep polling, as Lambda's poller does
+                print(f"  {self.kind} poller {self._function}: {exc}", flush=True)
+                self._stop.wait(1.0)
+
+
+class SqsPoller(Poller):
+    """Polls one queue and invokes one function, until stopped."""
+
+    kind = "sqs"
+
+    def __init__(self, source: SqsSource, host: FunctionHost, region: str) -> None:
+        super().__init__(source.function)
+        self.source = source
+        self.host = host
+        self.region = region
+        self.sqs = boto3.client("sqs", region_name=region)
+        self.batches = 0
 
     def poll_once(self) -> int:
         """Receive one batch and process it; returns the number of messages."""
@@ -150,15 +176,6 @@ class SqsPoller:
             if not batch:
                 time.sleep(0.05)
         return messages
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.poll_once() == 0:
-                    self._stop.wait(0.2)
-            except Exception as exc:  # keep polling, as Lambda's poller does
-                print(f"  sqs poller {self.source.function}: {exc}", flush=True)
-                self._stop.wait(1.0)
 
 
 # --------------------------------------------------------------------------
@@ -378,7 +395,7 @@ def _lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict
     return {**json.loads(json.dumps(record, default=plain)), "eventSourceARN": stream_arn, "awsRegion": region}
 
 
-class StreamPoller:
+class StreamPoller(Poller):
     """Reads a table's stream shard by shard and invokes one function, as Lambda does.
 
     A batch whose function fails (or reports item failures) is retried from
@@ -386,7 +403,10 @@ class StreamPoller:
     records' description goes to the on-failure queue and reading moves on.
     """
 
+    kind = "stream"
+
     def __init__(self, source: StreamSource, host: FunctionHost, region: str) -> None:
+        super().__init__(source.function)
         self.source = source
         self.host = host
         self.region = region
@@ -394,16 +414,7 @@ class StreamPoller:
         self.sqs = boto3.client("sqs", region_name=region)
         self._iterators: dict[str, str] = {}
         self._closed: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"stream-{source.function}", daemon=True)
         self.delivered = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def poll_once(self) -> int:
         """Deliver what the stream holds now; returns the number of records read."""
@@ -462,12 +473,3 @@ class StreamPoller:
         if self.source.on_failure_queue_url:
             body = {"function": self.source.function, "records": [r["dynamodb"].get("SequenceNumber") for r in pending]}
             self.sqs.send_message(QueueUrl=self.source.on_failure_queue_url, MessageBody=json.dumps(body))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.poll_once() == 0:
-                    self._stop.wait(0.3)
-            except Exception as exc:  # keep polling, as Lambda's poller does
-                print(f"  stream poller {self.source.function}: {exc}", flush=True)
-                self._stop.wait(1.0)

@@ -232,7 +232,8 @@ class Template:
         if attribute == "Arn" and resource_type in arn_formats:
             return arn_formats[resource_type].format(r=self.region, a=self.account, n=physical)
         if attribute == "StreamArn" and resource_type == "AWS::DynamoDB::Table":
-            # A placeholder: the real stream ARN carries a creation time; pollers look it up.
+            # Locally this stable ARN names the stream: the real one carries its creation time, which is
+            # only known once the table exists, so stream pollers resolve it from the table (describe_table).
             return arn_formats[resource_type].format(r=self.region, a=self.account, n=physical) + "/stream/local"
         if attribute == "QueueUrl":
             return self.ref(logical_id)

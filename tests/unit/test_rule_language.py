@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from herald.dynamodb_json import decode_item
 from herald.rules.calendar import Calendar
 from herald.rules.compiler import compile_rule
 from herald.rules.model import RuleError, parse_rule
-from herald.rules.reference import Reference, decode_item
+from herald.rules.reference import Reference
 from herald.segments.events import membership_event
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -16,9 +16,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from herald.dynamodb_json import decode_item
 from herald.rules.compiler import compile_rule, compile_rules
 from herald.rules.model import BUILT_IN_FIELDS, OPERATORS, PROPERTY_OPERATORS, FieldType, field_spec, parse_rule
-from herald.rules.reference import Reference, decode_item
+from herald.rules.reference import Reference
 
 NOW = datetime(2026, 2, 28, 23, 30, tzinfo=UTC)
 NOW_EPOCH = int(NOW.timestamp())

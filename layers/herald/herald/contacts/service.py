@@ -269,7 +269,7 @@ def _failure_error(failure: Failure, before: Contact | None, after: Contact | No
                 field="email",
                 existing_contact_id=owner,
             )
-        if label.split(":", 1)[0] in ("segment", "badge", "audience") or label.startswith("counter:"):
+        if segment_store.is_membership_label(label):
             # A membership listed from the (eventually consistent) index changed meanwhile: re-read.
             return StaleVersion("contact", subject.contact_id, None)
         if label.startswith(store.GROUP_LABEL_PREFIX):

@@ -29,16 +29,8 @@ _ABSENT: dict[str, Any] = {}
 
 def compile_rule(rule: Rule | Node, now: datetime, calendar: Calendar | None = None) -> Predicate:
     """Compile ``rule`` into ``f(raw_item) -> bool`` for evaluations at ``now``."""
-    root = rule.root if isinstance(rule, Rule) else rule
     generator = _Generator(calendar or Calendar(now))
-    expression = generator.node(root)
-    # Maps several conditions read (attributes, consent.email, ...) are looked up once, up front.
-    prologue = "".join(f"    {line}\n" for line in generator.prologue)
-    source = f"def rule(item):\n{prologue}    return {expression}\n"
-    namespace = dict(generator.names)
-    exec(compile(source, "<rule>", "exec"), namespace)
-    function: Predicate = namespace["rule"]
-    function.__doc__ = source  # what was generated, for debugging
+    function: Predicate = generator.function("rule", "item", generator.node(_root(rule)))
     return function
 
 
@@ -50,16 +42,13 @@ def compile_rules(rules: list[Rule | Node], now: datetime, calendar: Calendar | 
     keeps the item hot in the cache; verdicts are those of ``compile_rule``.
     """
     generator = _Generator(calendar or Calendar(now))
-    expressions = [generator.node(rule.root if isinstance(rule, Rule) else rule) for rule in rules]
-    prologue = "".join(f"    {line}\n" for line in generator.prologue)
-    source = (
-        f"def rules(item):\n{prologue}    return ({', '.join(expressions)}{',' if len(expressions) == 1 else ''})\n"
-    )
-    namespace = dict(generator.names)
-    exec(compile(source, "<rules>", "exec"), namespace)
-    function: Batch = namespace["rules"]
-    function.__doc__ = source
+    expressions = [generator.node(_root(rule)) for rule in rules]
+    function: Batch = generator.function("rules", "item", "(" + "".join(f"{e}, " for e in expressions) + ")")
     return function
+
+
+def _root(rule: Rule | Node) -> Node:
+    return rule.root if isinstance(rule, Rule) else rule
 
 
 class _Generator:
@@ -76,6 +65,17 @@ class _Generator:
         self._counter = 0
         self.prologue: list[str] = []
         self._parents: dict[tuple[str, ...], str] = {}
+
+    def function(self, name: str, argument: str, expression: str) -> Any:
+        """Define ``name(argument)`` returning ``expression``, after the prologue's look-ups."""
+        # Maps several conditions read (attributes, consent.email, ...) are looked up once, up front.
+        prologue = "".join(f"    {line}\n" for line in self.prologue)
+        source = f"def {name}({argument}):\n{prologue}    return {expression}\n"
+        namespace = dict(self.names)
+        exec(compile(source, f"<{name}>", "exec"), namespace)
+        function = namespace[name]
+        function.__doc__ = source  # what was generated, for debugging
+        return function
 
     def parent(self, path: tuple[str, ...]) -> str:
         """The variable holding the map at ``path`` (``item`` for the top level)."""
@@ -245,9 +245,7 @@ class _Generator:
             inner = _Generator(self.calendar)
             inner._counter = self._counter + 1000
             body = " and ".join(inner.compare(f, f"props.get({inner.const(f.spec.path[0])}, E)") for f in node.where)
-            namespace = dict(inner.names)
-            exec(compile(f"def where(props):\n    return {body}\n", "<where>", "exec"), namespace)
-            where = namespace["where"]
+            where = inner.function("where", "props", body)
         args = ", ".join(
             [
                 self.const(node.event),

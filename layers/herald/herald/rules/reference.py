@@ -27,36 +27,6 @@ from herald.rules.model import (
 RESPONSE_FIELDS = {"received": "campaigns_received", "opened": "campaigns_opened", "clicked": "campaigns_clicked"}
 
 
-def decode_item(raw: dict[str, Any]) -> dict[str, Any]:
-    """A raw DynamoDB item as plain values (sets become Python sets)."""
-    return {name: decode_value(value) for name, value in raw.items()}
-
-
-def decode_value(value: dict[str, Any]) -> Any:
-    ((kind, data),) = value.items()
-    if kind == "S":
-        return data
-    if kind == "N":
-        return float(data) if any(c in data for c in ".eE") else int(data)
-    if kind == "BOOL":
-        return bool(data)
-    if kind == "NULL":
-        return None
-    if kind == "M":
-        return {k: decode_value(v) for k, v in data.items()}
-    if kind == "L":
-        return [decode_value(v) for v in data]
-    if kind == "SS":
-        return set(data)
-    if kind == "NS":
-        return {decode_value({"N": n}) for n in data}
-    if kind == "B":
-        return data
-    if kind == "BS":
-        return set(data)
-    raise TypeError(f"unexpected attribute value type {kind}")
-
-
 class Reference:
     """Evaluates rules over decoded contacts at a fixed instant."""
 

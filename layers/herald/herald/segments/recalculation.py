@@ -33,7 +33,7 @@ from herald.segments.evaluation import EXCLUSION_REASONS, Target, evaluate, targ
 from herald.segments.model import GroupType, State
 from herald.store import segments as store
 from herald.store.tables import ContactRecord, RunPartRecord, RunRecord, SegmentRecord
-from herald.store.transactions import commit_units
+from herald.store.transactions import commit_units, is_condition_failure
 
 RUN_ENTITY = "recalc-run"
 PAGE_SIZE = 500
@@ -129,7 +129,7 @@ def process_part(run_id: str, part: int, has_time: Callable[[], bool] = lambda: 
         try:
             checkpoint.save()
         except PutError as exc:
-            if _is_condition_failure(exc):
+            if is_condition_failure(exc):
                 report.superseded = True  # another delivery of this part is ahead of us
                 return report
             raise
@@ -231,7 +231,7 @@ def finish_if_complete(run_id: str) -> bool:
                 actions=actions, condition=SegmentRecord.state == State.FILLING.value, add_version_condition=False
             )
         except UpdateError as exc:
-            if not _is_condition_failure(exc):
+            if not is_condition_failure(exc):
                 raise
     try:
         run.update(
@@ -239,7 +239,7 @@ def finish_if_complete(run_id: str) -> bool:
             condition=RunRecord.state == RUNNING,
         )
     except UpdateError as exc:
-        if not _is_condition_failure(exc):
+        if not is_condition_failure(exc):
             raise
     return True
 
@@ -281,8 +281,3 @@ def _parts_key(run_id: str) -> str:
 
 def _part_id(part: int) -> str:
     return f"{part:04d}"
-
-
-def _is_condition_failure(exc: Exception) -> bool:
-    cause = getattr(exc, "cause_response_code", None)
-    return cause == "ConditionalCheckFailedException"

@@ -22,10 +22,11 @@ from pynamodb.expressions.update import Action
 from herald import clock
 from herald.contacts.model import is_valid_id
 from herald.cursor import decode_cursor, encode_cursor
+from herald.dynamodb_json import decode_item
 from herald.errors import Conflict, NotFound, StaleVersion, ValidationFailed
 from herald.rules.compiler import compile_rule
 from herald.rules.model import Rule, RuleError, parse_rule
-from herald.rules.reference import Reference, decode_item
+from herald.rules.reference import Reference
 from herald.segments import recalculation
 from herald.segments.evaluation import Target, evaluate, exclusion_reason
 from herald.segments.model import (
@@ -40,7 +41,7 @@ from herald.segments.model import (
 from herald.store import contacts as contact_store
 from herald.store import segments as store
 from herald.store.tables import AuditRecord, ContactRecord, MembershipRecord, SegmentRecord
-from herald.store.transactions import commit_units
+from herald.store.transactions import commit_units, is_condition_failure
 
 FLEXI_OVERRIDE_WARNING = (
     "this {type} is flexi: the next nightly recalculation re-applies its rule and overrides manual and "
@@ -89,7 +90,7 @@ def create(group_type: GroupType, data: DefinitionIn, runner: Runner) -> Definit
     try:
         record.save(condition=SegmentRecord.entity_id.does_not_exist())
     except PutError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+        if is_condition_failure(exc):
             raise Conflict(f"{group_type.value} {record.entity_id} already exists", id=record.entity_id) from exc
         raise
     if rule is not None:
@@ -157,7 +158,7 @@ def update(
         condition = SegmentRecord.state != State.LOCKED.value if group_type is GroupType.AUDIENCE else None
         record.update(actions=actions, condition=condition)
     except UpdateError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+        if is_condition_failure(exc):
             raise StaleVersion(group_type.value, group_id, None) from exc
         raise
     if new_rule and rule_source is not None:
@@ -187,7 +188,7 @@ def delete(group_type: GroupType, group_id: str) -> bool:
         if not page:
             record.delete(add_version_condition=False)
             return True
-        _remove_members(group_type, group_id, [m.contact_id for m in page], "deletion", None)
+        _manual(group_type, group_id, [m.contact_id for m in page], "deletion", None, add=False)
     return False
 
 
@@ -300,23 +301,8 @@ def change_members(group_type: GroupType, group_id: str, change: ManualChange, a
     elif record.flexi:
         warnings.append(FLEXI_OVERRIDE_WARNING.format(type=group_type.value))
     ids = list(dict.fromkeys(change.contact_ids))
-    if add:
-        results = _add_members(group_type, group_id, ids, change.actor, change.reason)
-    else:
-        results = _remove_members(group_type, group_id, ids, change.actor, change.reason)
+    results = _manual(group_type, group_id, ids, change.actor, change.reason, add=add)
     return {"results": results, "warnings": warnings, "member_count": get(group_type, group_id).member_count}
-
-
-def _add_members(
-    group_type: GroupType, group_id: str, ids: list[str], actor: str, reason: str | None
-) -> list[dict[str, Any]]:
-    return _manual(group_type, group_id, ids, actor, reason, add=True)
-
-
-def _remove_members(
-    group_type: GroupType, group_id: str, ids: list[str], actor: str, reason: str | None
-) -> list[dict[str, Any]]:
-    return _manual(group_type, group_id, ids, actor, reason, add=False)
 
 
 def _manual(

@@ -105,6 +105,12 @@ def counter_label(group_type: GroupType, group_id: str) -> str:
     return f"counter:{group_type.value}:{group_id}"
 
 
+def is_membership_label(label: str) -> bool:
+    """True for the label of a segment, badge or audience membership or counter operation."""
+    kind = label.removeprefix("counter:").split(":", 1)[0]
+    return kind in {t.value for t in GroupType}
+
+
 def change_unit(tag: Any, change: MembershipChange, now: str) -> Unit:
     """The all-or-nothing write of one contact's membership change.
 

@@ -23,6 +23,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjec
 from pynamodb.models import Model
 
 from herald.config import TableNames
+from herald.dynamodb_json import from_attribute_value, to_attribute_value
 
 
 class JSONMapAttribute(Attribute[dict[str, Any]]):
@@ -36,43 +37,10 @@ class JSONMapAttribute(Attribute[dict[str, Any]]):
     attr_type = MAP
 
     def serialize(self, value: dict[str, Any]) -> dict[str, Any]:
-        return {key: _to_attribute_value(item) for key, item in value.items()}
+        return {key: to_attribute_value(item) for key, item in value.items()}
 
     def deserialize(self, value: dict[str, Any]) -> dict[str, Any]:
-        return {key: _from_attribute_value(item) for key, item in value.items()}
-
-
-def _to_attribute_value(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": repr(value) if isinstance(value, float) else str(value)}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, dict):
-        return {"M": {str(k): _to_attribute_value(v) for k, v in value.items()}}
-    if isinstance(value, list | tuple):
-        return {"L": [_to_attribute_value(v) for v in value]}
-    raise TypeError(f"cannot store {type(value).__name__} in a JSON map")
-
-
-def _from_attribute_value(value: dict[str, Any]) -> Any:
-    ((kind, data),) = value.items()
-    if kind == "S":
-        return data
-    if kind == "N":
-        return float(data) if any(c in data for c in ".eE") else int(data)
-    if kind == "BOOL":
-        return bool(data)
-    if kind == "NULL":
-        return None
-    if kind == "M":
-        return {k: _from_attribute_value(v) for k, v in data.items()}
-    if kind == "L":
-        return [_from_attribute_value(v) for v in data]
-    raise TypeError(f"unexpected attribute value type {kind}")
+        return {key: from_attribute_value(item) for key, item in value.items()}
 
 
 # Customers and leads are spread over this many index partitions per

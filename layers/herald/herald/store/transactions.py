@@ -113,6 +113,11 @@ INVALID_PREFIX = "invalid:"
 CONFLICT = "conflict"
 
 
+def is_condition_failure(exc: Exception) -> bool:
+    """True if a single-item write was refused by its condition (not an infrastructure error)."""
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
 def commit_units(units: Sequence[Unit], connection: Connection | None = None) -> CommitReport:
     """Commit units in packed transactions; return failures by unit index.
 
