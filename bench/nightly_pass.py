@@ -89,18 +89,18 @@ class WriteTally:
 
     def __init__(self) -> None:
         self.items: Counter[str] = Counter()
-        self._original = transactions._add
+        self._original = transactions.add_operation
 
     def __enter__(self) -> WriteTally:
         def tallied(transaction: Any, op: transactions.Operation) -> None:
             self.items[op.model.Meta.table_name] += 1
             self._original(transaction, op)
 
-        transactions._add = tallied
+        transactions.add_operation = tallied
         return self
 
     def __exit__(self, *exc: object) -> None:
-        transactions._add = self._original
+        transactions.add_operation = self._original
 
 
 def run_pass(reason: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -105,12 +106,24 @@ def proxy_event(
     }
 
 
+LOCAL_PREFIX = "/_local/"
+
+
 class ApiServer:
     """A threaded HTTP server in front of the in-process functions."""
 
-    def __init__(self, template: Template, host: FunctionHost, address: str, port: int) -> None:
+    def __init__(
+        self,
+        template: Template,
+        host: FunctionHost,
+        address: str,
+        port: int,
+        local_routes: Callable[[str, str], tuple[int, Any] | None] | None = None,
+    ) -> None:
         self.routes = routes_of(template)
         self.functions = host
+        # Development-only routes under /_local/ (e.g. run a schedule now); never part of the template.
+        self.local_routes = local_routes
         self.httpd = ThreadingHTTPServer((address, port), self._handler_class())
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -133,6 +146,11 @@ class ApiServer:
     ) -> tuple[int, dict[str, str], bytes]:
         """Route one request and return (status, headers, body)."""
         clean_path = urlsplit(path).path
+        if clean_path.startswith(LOCAL_PREFIX) and self.local_routes is not None:
+            answer = self.local_routes(method, clean_path.removeprefix(LOCAL_PREFIX))
+            if answer is not None:
+                status, payload = answer
+                return status, {"Content-Type": "application/json"}, json.dumps(payload, default=str).encode()
         for route in self.routes:
             match = route.pattern.match(clean_path)
             if match and route.method in (method, "ANY"):

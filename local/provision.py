@@ -28,6 +28,7 @@ class Provisioned:
     state_machines: list[str] = field(default_factory=list)
     schedules: list[str] = field(default_factory=list)
     event_buses: list[str] = field(default_factory=list)
+    email_identities: list[str] = field(default_factory=list)
 
 
 def provision(template: Template, only_tables: bool = False) -> Provisioned:
@@ -41,6 +42,7 @@ def provision(template: Template, only_tables: bool = False) -> Provisioned:
     _create_event_buses(template, done)
     _create_state_machines(template, done)
     _create_schedules(template, done)
+    _verify_sender_identities(template, done)
     return done
 
 
@@ -129,6 +131,16 @@ def _create_schedules(template: Template, done: Provisioned) -> None:
             )
             client.put_targets(Rule=rule, Targets=[{"Id": function.logical_id, "Arn": function.arn}])
             done.schedules.append(rule)
+
+
+def _verify_sender_identities(template: Template, done: Provisioned) -> None:
+    """Verify every function's ``SENDER_EMAIL`` in the embedded SES, so sending works locally."""
+    client = boto3.client("ses", region_name=template.region)
+    for function in template.functions():
+        address = function.environment.get("SENDER_EMAIL")
+        if address and address not in done.email_identities:
+            client.verify_email_identity(EmailAddress=address)
+            done.email_identities.append(address)
 
 
 def table_names_env(template: Template) -> dict[str, Any]:

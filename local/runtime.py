@@ -13,6 +13,7 @@ import os
 import socket
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from moto.server import ThreadedMotoServer
 from local import moto_patches, snapshot, stepfunctions
 from local.apigw import ApiServer
 from local.event_sources import Scheduler, SqsPoller, StreamPoller, schedules_of, sqs_sources, stream_sources
-from local.functions import FunctionHost
+from local.functions import FunctionError, FunctionHost
 from local.provision import Provisioned, provision
 from local.template import Template
 
@@ -93,7 +94,7 @@ class Runtime:
         self.provisioned = provision(self.template)
         if self.options.data_file:
             self.restored_items = snapshot.load(self.options.data_file, self.template.region)
-        self.api = ApiServer(self.template, self.host, "127.0.0.1", self.options.api_port)
+        self.api = ApiServer(self.template, self.host, "127.0.0.1", self.options.api_port, self._local_route)
         self.api.start()
         if self.options.start_pollers:
             for source in sqs_sources(self.template, self.provisioned.queues):
@@ -107,6 +108,23 @@ class Runtime:
         self.scheduler = Scheduler(schedules_of(self.template), self.host, self.template)
         if self.options.start_schedules:
             self.scheduler.start()
+
+    def _local_route(self, method: str, path: str) -> tuple[int, Any] | None:
+        """``POST /_local/schedules/<FunctionLogicalId>``: fire that function's schedule now.
+
+        What "run now" in the EventBridge console does; the walk-through uses it so a
+        reader need not wait for the next tick.
+        """
+        parts = path.strip("/").split("/")
+        if method != "POST" or len(parts) != 2 or parts[0] != "schedules" or self.scheduler is None:
+            return None
+        matching = [s for s in self.scheduler.schedules if s.function == parts[1]]
+        if not matching:
+            return 404, {"message": f"no schedule fires {parts[1]}"}
+        try:
+            return 200, self.scheduler.fire(matching[0], datetime.now(UTC))
+        except FunctionError as exc:
+            return 502, {"message": "the function failed", "error": exc.payload.get("errorMessage")}
 
     def invoke(self, function: str, event: Any) -> Any:
         """Invoke one function in-process against the embedded AWS."""

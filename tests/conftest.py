@@ -32,3 +32,13 @@ def herald() -> Iterator[Herald]:
 def _wall_clock() -> Iterator[None]:
     yield
     clock.reset_clock()
+
+
+@pytest.fixture(autouse=True)
+def _cold_policy_cache() -> Iterator[None]:
+    """Contact policies are cached per process; every test starts without another test's."""
+    from herald.policy import service as policies
+
+    policies.clear_cache()
+    yield
+    policies.clear_cache()

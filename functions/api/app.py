@@ -7,6 +7,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from herald.api.app import build_api, serve
+from herald.campaigns.alerts import Notifier
+from herald.campaigns.service import Services
 from herald.config import TableNames, require
 from herald.observability import logger, metrics, tracer
 from herald.segments.service import Runner
@@ -22,6 +24,7 @@ class ApiSettings(BaseModel):
     group_deletion_state_machine_arn: str
     recalc_queue_url: str
     recalc_parts: int
+    alerts_topic_arn: str
 
 
 settings = ApiSettings(
@@ -29,11 +32,13 @@ settings = ApiSettings(
     group_deletion_state_machine_arn=require("GROUP_DELETION_STATE_MACHINE_ARN"),
     recalc_queue_url=require("RECALC_QUEUE_URL"),
     recalc_parts=int(require("RECALC_PARTS")),
+    alerts_topic_arn=require("ALERTS_TOPIC_ARN"),
 )
 bind_tables(settings.tables)
 resolver = build_api(
     StateMachineStarter(settings.group_deletion_state_machine_arn).start_group_deletion,
     Runner(QueueSender(settings.recalc_queue_url).send, settings.recalc_parts),
+    Services(notifier=Notifier(settings.alerts_topic_arn)),
 )
 
 

@@ -166,6 +166,64 @@ def test_readme_segments_walkthrough_runs_as_written(runtime: Running) -> None:
     assert outputs[10]["errors"][0]["field"] == "rule.any[0].op"
 
 
+def campaign_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Campaign walk-through", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("curl ")]
+
+
+def wait_until_settled(runtime: Running, campaign_ids: list[str], timeout: float = 60.0) -> None:
+    """The sender polls the delivery queue: wait until every enrolment's send has an outcome."""
+    deadline = time.monotonic() + timeout
+    for campaign_id in campaign_ids:
+        while True:
+            _, stats = runtime.request("GET", f"/campaigns/{campaign_id}/stats")
+            settled = stats["sent"] + stats["deferred"] + stats["suppressed"] + stats["expired"] + stats["failed"]
+            if stats["enrolled"] and settled >= stats["enrolled"]:
+                break
+            assert time.monotonic() < deadline, f"{campaign_id} not settled: {stats}"
+            time.sleep(0.2)
+
+
+def test_readme_campaign_walkthrough_runs_as_written(runtime: Running) -> None:
+    statuses = []
+    outputs = []
+    for command in campaign_commands():
+        if command.endswith("/campaigns/club-winter/stats"):
+            wait_until_settled(runtime, ["club-winter", "club-flash"])  # "a moment later"
+        local_command = command.replace("localhost:3000", f"127.0.0.1:{runtime.port}")
+        result = subprocess.run(
+            f"{local_command} -w '\\n%{{http_code}}'", shell=True, capture_output=True, text=True, timeout=120
+        )
+        body, _, status = result.stdout.rpartition("\n")
+        statuses.append(int(status))
+        outputs.append(json.loads(body) if body else None)
+        if os.environ.get("HERALD_PRINT_WALKTHROUGH"):
+            print(json.dumps(outputs[-1], separators=(",", ":")))
+    assert statuses == [201, 201, 201, 201, 201, 201, 200, 409, 200, 200, 200, 200, 201, 200, 200, 200, 200, 200, 200]
+    checklist = {item["item"]: item["ok"] for item in outputs[6]["items"]}
+    assert checklist == {"name_description": True, "target_rules": True, "actions_content": True, "tested": False}
+    assert [f["item"] for f in outputs[7]["failing"]] == ["tested"]
+    ada, cy = outputs[8], outputs[9]
+    assert ada["targeting"]["matches"] is True and ada["actions"][0]["would_send"] is True
+    assert ada["actions"][0]["rendered"]["subject"] == "Ada, 25% off for you"
+    assert cy["actions"][0]["held_back"][0]["by"] == "consent"
+    assert outputs[10]["days"][0]["sends"] == 1 and outputs[10]["held_back"] == 1
+    assert outputs[11]["state"] == "Launched" and outputs[11]["launch"]["forced"] is False
+    assert outputs[13]["launch"]["forced"] is True
+    tick = outputs[14]["campaigns"]
+    assert tick["club-winter"]["enrolled"] == 2 and tick["club-flash"]["enrolled"] == 2
+    winter, flash = outputs[15], outputs[16]
+    assert (winter["sent"], winter["suppressed_by_reason"], winter["in_campaign_pct"]) == (1, {"no_consent": 1}, 100.0)
+    assert (flash["sent"], flash["deferred"], flash["suppressed"]) == (0, 1, 1)  # the daily cap: Ada's waits
+    assert {e["campaign_id"]: e["state"] for e in outputs[17]["items"]} == {
+        "club-flash": "active",
+        "club-winter": "active",
+    }
+    again = outputs[18]
+    assert again["queued_sends"] == 0 and again["campaigns"]["club-winter"]["enrolled"] == 0
+
+
 def test_data_survives_a_restart_and_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     data_file = tmp_path / "data.json"
     first = start(data_file)

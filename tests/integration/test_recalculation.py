@@ -154,7 +154,13 @@ def test_a_retried_chunk_resends_each_update_once(herald: Herald) -> None:
 
 def test_the_planner_runs_on_its_schedule_in_the_configured_time_zone(herald: Herald) -> None:
     seed(herald, SCORES)
-    [schedule] = [e for f in herald.template.functions() for e in f.events if e.type == "ScheduleV2"]
+    [schedule] = [
+        e
+        for f in herald.template.functions()
+        if f.logical_id == "SegmentPlannerFunction"
+        for e in f.events
+        if e.type == "ScheduleV2"
+    ]
     assert schedule.properties["ScheduleExpression"] == "cron(0 2 * * ? *)"
     assert schedule.properties["ScheduleExpressionTimezone"] == "UTC"
     result = herald.host.invoke("SegmentPlannerFunction", {"source": "aws.scheduler", "detail-type": "Scheduled Event"})

@@ -67,10 +67,15 @@ def test_state_machine_definitions_are_fully_substituted() -> None:
             assert state["Retry"] and state["Catch"] and state["TimeoutSeconds"]
 
 
-def test_no_api_route_is_open() -> None:
+def test_no_api_route_is_open_but_form_submission() -> None:
     api = TEMPLATE.resources["HeraldApi"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
-    for function in TEMPLATE.functions():
-        for event in function.events:
-            if event.type == "Api":
-                assert event.properties.get("Auth", {}).get("Authorizer") != "NONE"
+    open_routes = [
+        (event.properties["Method"], event.properties["Path"])
+        for function in TEMPLATE.functions()
+        for event in function.events
+        if event.type == "Api" and event.properties.get("Auth", {}).get("Authorizer") == "NONE"
+    ]
+    assert open_routes == [("POST", "/forms/{form_id}/submit")]
+    throttled = {(s["ResourcePath"], s["HttpMethod"]) for s in api["MethodSettings"] if "ThrottlingRateLimit" in s}
+    assert ("/~1forms~1{form_id}~1submit", "POST") in throttled

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_FIELD_IN_MESSAGE = re.compile(r"^([a-z_.]+): (.+)$", re.DOTALL)
+
+
+def split_field(message: str, default: str = "body") -> tuple[str, str]:
+    """``"targeting: problem"`` → (``targeting``, ``problem``): cross-field checks name their field first."""
+    match = _FIELD_IN_MESSAGE.match(message)
+    return (match.group(1), match.group(2)) if match else (default, message)
 
 
 class HeraldError(Exception):

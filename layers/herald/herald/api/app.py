@@ -14,9 +14,10 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.metrics import MetricUnit
 
 from herald import __version__
-from herald.api import activity, contacts, groups, segments
+from herald.api import activity, campaigns, contacts, forms, groups, policies, segments
 from herald.api.responses import json_response
-from herald.errors import HeraldError
+from herald.campaigns.service import Services
+from herald.errors import HeraldError, split_field
 from herald.groups.service import DeletionStarter
 from herald.observability import logger, metrics
 from herald.segments.service import Runner
@@ -25,15 +26,21 @@ from herald.segments.service import Runner
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
-def build_api(start_group_deletion: DeletionStarter, runner: Runner) -> APIGatewayRestResolver:
+def build_api(
+    start_group_deletion: DeletionStarter, runner: Runner, campaign_services: Services | None = None
+) -> APIGatewayRestResolver:
     """The API resolver with every route; dependencies are passed in."""
     app = APIGatewayRestResolver(enable_validation=True)
     groups.configure(start_group_deletion)
     segments.configure(runner)
+    campaigns.configure(campaign_services or Services())
     app.include_router(contacts.router)
     app.include_router(groups.router)
     app.include_router(activity.router)
     app.include_router(segments.router)
+    app.include_router(forms.router)
+    app.include_router(campaigns.router)
+    app.include_router(policies.router)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> Response[Any]:
@@ -105,4 +112,7 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
     if location and location[0] in ("body", "query", "path", "header"):
         location = location[1:] or location
     problem = "unknown field" if error.get("type") == "extra_forbidden" else str(error.get("msg", "invalid"))
-    return {"field": ".".join(location) or "body", "problem": problem.removeprefix("Value error, ")}
+    field, problem = ".".join(location) or "body", problem.removeprefix("Value error, ")
+    if field == "body":
+        field, problem = split_field(problem)
+    return {"field": field, "problem": problem}

@@ -28,6 +28,7 @@ from herald.store.tables import (
 from herald.store.transactions import CounterDelta, Operation, Unit
 
 CONTACT_LABEL = "contact"
+FORM_PREFIX = "form#"
 FLEXI = "flexi"
 
 
@@ -164,12 +165,13 @@ def change_unit(tag: Any, change: MembershipChange, now: str) -> Unit:
 def departure(
     contact_id: str, segment_ids: list[str], badge_ids: list[str]
 ) -> tuple[list[Operation], list[CounterDelta]]:
-    """Removing a deleted contact from every segment, badge and audience it is in (with counters)."""
+    """Removing a deleted contact from every segment, badge, audience and form capture (with counters)."""
     leaving = [(GroupType.SEGMENT, s) for s in segment_ids] + [(GroupType.BADGE, b) for b in badge_ids]
+    held = [m.group_key for m in memberships_of(contact_id)]
     leaving += [
-        (GroupType.AUDIENCE, m.group_key.removeprefix(GroupType.AUDIENCE.prefix))
-        for m in memberships_of(contact_id)
-        if m.group_key.startswith(GroupType.AUDIENCE.prefix)
+        (GroupType.AUDIENCE, key.removeprefix(GroupType.AUDIENCE.prefix))
+        for key in held
+        if key.startswith(GroupType.AUDIENCE.prefix)
     ]
     # Each delete is conditional on the membership existing (the audience index may lag), so a
     # counter is only ever decremented for a real member; definitions deleted meanwhile get none.
@@ -182,6 +184,12 @@ def departure(
             condition=MembershipRecord.contact_id.exists(),
         )
         for t, i in leaving
+    ]
+    # Lead-form captures (``form#<id>``) go too, so form targeting never finds a deleted lead.
+    operations += [
+        Operation("delete", MembershipRecord(group_key=key, contact_id=contact_id), key, versioned=False)
+        for key in held
+        if key.startswith(FORM_PREFIX)
     ]
     counters = [
         # A deleted contact leaves even a locked audience (erasure must always be possible).

@@ -19,7 +19,13 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.constants import MAP
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection, LocalSecondaryIndex
+from pynamodb.indexes import (
+    AllProjection,
+    GlobalSecondaryIndex,
+    IncludeProjection,
+    KeysOnlyProjection,
+    LocalSecondaryIndex,
+)
 from pynamodb.models import Model
 
 from herald.config import TableNames
@@ -59,6 +65,28 @@ class KindStatusIndex(GlobalSecondaryIndex["ContactRecord"]):
     contact_id = UnicodeAttribute(range_key=True)
 
 
+class BirthdayIndex(GlobalSecondaryIndex["ContactRecord"]):
+    """Contacts by birthday ``MM-DD`` (date triggers), with what the trigger needs to decide."""
+
+    class Meta:
+        index_name = "BirthdayIndex"
+        projection = IncludeProjection(["time_zone", "kind", "status"])
+
+    birthday_md = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute(range_key=True)
+
+
+class SignupIndex(GlobalSecondaryIndex["ContactRecord"]):
+    """Contacts by sign-up anniversary ``MM-DD`` (date triggers)."""
+
+    class Meta:
+        index_name = "SignupIndex"
+        projection = IncludeProjection(["time_zone", "kind", "status"])
+
+    signup_md = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute(range_key=True)
+
+
 class ContactRecord(Model):
     """A customer or a lead, as stored."""
 
@@ -92,6 +120,8 @@ class ContactRecord(Model):
     campaigns_clicked = UnicodeSetAttribute(null=True)
 
     kind_status_index = KindStatusIndex()
+    birthday_index = BirthdayIndex()
+    signup_index = SignupIndex()
 
 
 class ContactKeyRecord(Model):
@@ -333,3 +363,345 @@ ALL_MODELS += [
     ("catalog", RunRecord),
     ("catalog", RunPartRecord),
 ]
+
+
+# --------------------------------------------------------------------------
+# Campaigns (issue 4)
+# --------------------------------------------------------------------------
+
+
+class CampaignLiveIndex(GlobalSecondaryIndex["CampaignRecord"]):
+    """Launched, not stopped campaigns (``live_type = campaign``)."""
+
+    class Meta:
+        index_name = "LiveIndex"
+        projection = AllProjection()
+
+    live_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+
+
+class CampaignRecord(Model):
+    """A campaign definition (``entity_type = campaign``); ``spec`` is what people edit.
+
+    ``live_type = campaign`` is set only while the campaign is launched and not
+    stopped, so the tick finds its candidates on the sparse ``LiveIndex``.
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    spec = JSONMapAttribute()
+    state = UnicodeAttribute()
+    live_type = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    launched_at = UnicodeAttribute(null=True)
+    stopped_at = UnicodeAttribute(null=True)
+    launch = JSONMapAttribute(null=True)
+    version = VersionAttribute()
+
+    live_index = CampaignLiveIndex()
+
+
+class CampaignTestRecord(Model):
+    """The unversioned view of a campaign item that records its last test.
+
+    A test changes nothing people edit, so it must not bump the version the
+    checklist compares against (a test counts only for the version it tested).
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    tested = JSONMapAttribute(null=True)
+
+
+class ContactProgramsIndex(GlobalSecondaryIndex["EnrolmentRecord"]):
+    """A contact's enrolments in campaigns and flows."""
+
+    class Meta:
+        index_name = "ContactProgramsIndex"
+        projection = AllProjection()
+
+    contact_id = UnicodeAttribute(hash_key=True)
+    program_key = UnicodeAttribute(range_key=True)
+
+
+class EnrolmentRecord(Model):
+    """A contact in a campaign (``program_key = campaign#<id>``): the authority on who is in.
+
+    ``occurrence`` names the treatment: ``1``, ``2`` ... for audience campaigns
+    (a re-engagement is a new occurrence), ``birthday#2026`` or an event id for
+    triggers. Deliveries are keyed by it, so each occurrence is sent once.
+    """
+
+    class Meta:
+        table_name = "EnrolmentsTable"
+
+    program_key = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute(range_key=True)
+    state = UnicodeAttribute()
+    occurrence = UnicodeAttribute()
+    occurrences = NumberAttribute(default=1)
+    enrolled_at = UnicodeAttribute()
+    exited_at = UnicodeAttribute(null=True)
+    exit_reason = UnicodeAttribute(null=True)
+
+    contact_programs_index = ContactProgramsIndex()
+
+
+class RosterRecord(Model):
+    """One bucket of a compact id set (``entity_type = roster#campaign#<id>`` or ``roster#treated``).
+
+    The tick reads a campaign's active enrolments from a few hundred bucket
+    items instead of one item per enrolled contact; the enrolment items stay
+    the authority (their conditions decide), the roster is their index.
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    ids = UnicodeSetAttribute(null=True)
+
+
+class OutboxRecord(Model):
+    """Deliveries written in the same transaction as their enrolments, until they are queued."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    sends = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+
+
+class LeaseRecord(Model):
+    """A short lease so overlapping ticks do not both work one campaign (correctness never depends on it)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    holder = UnicodeAttribute()
+    until = NumberAttribute()
+
+
+class AlertRecord(Model):
+    """An alert raised on a campaign (``entity_type = alert#campaign#<id>``, SK time#kind)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute()
+    message = UnicodeAttribute()
+    figures = JSONMapAttribute()
+    at = UnicodeAttribute()
+
+
+class StatsRecord(Model):
+    """Counters of a subject (``campaign#<id>``) per metric row (``total``, ``day#YYYY-MM-DD``)."""
+
+    class Meta:
+        table_name = "StatsTable"
+
+    subject = UnicodeAttribute(hash_key=True)
+    metric = UnicodeAttribute(range_key=True)
+
+
+ALL_MODELS += [
+    ("catalog", CampaignRecord),
+    ("catalog", CampaignTestRecord),
+    ("enrolments", EnrolmentRecord),
+    ("catalog", RosterRecord),
+    ("catalog", OutboxRecord),
+    ("catalog", LeaseRecord),
+    ("catalog", AlertRecord),
+    ("stats", StatsRecord),
+]
+
+
+# --------------------------------------------------------------------------
+# Lead capture forms (issue 4)
+# --------------------------------------------------------------------------
+
+
+class FormRecord(Model):
+    """A lead capture form (``entity_type = form``); ``spec`` holds its fields and consent wording."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    spec = JSONMapAttribute()
+    honeypot_field = UnicodeAttribute()
+    rate_limit_per_minute = NumberAttribute()
+    published = BooleanAttribute(default=False)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    submissions = NumberAttribute(null=True)
+    rejected_malformed = NumberAttribute(null=True)
+    rejected_spam = NumberAttribute(null=True)
+    rejected_rate_limited = NumberAttribute(null=True)
+    version = VersionAttribute()
+
+
+class FormCounterRecord(Model):
+    """The unversioned counter view of a form item: counting never bumps the version."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    published = BooleanAttribute(null=True)
+    submissions = NumberAttribute(null=True)
+    rejected_malformed = NumberAttribute(null=True)
+    rejected_spam = NumberAttribute(null=True)
+    rejected_rate_limited = NumberAttribute(null=True)
+
+
+class RateLimitRecord(Model):
+    """Submissions from one source IP to one form in one minute (``ratelimit#form#<id>``, ``<ip>#<minute>``)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    hits = NumberAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+
+ALL_MODELS += [
+    ("catalog", FormRecord),
+    ("catalog", FormCounterRecord),
+    ("catalog", RateLimitRecord),
+]
+
+
+# --------------------------------------------------------------------------
+# Messages (issue 4: the sender)
+# --------------------------------------------------------------------------
+
+
+class MessageContactTimeIndex(GlobalSecondaryIndex["MessageRecord"]):
+    """A contact's messages by when they took their state (contact-policy history)."""
+
+    class Meta:
+        index_name = "ContactTimeIndex"
+        projection = AllProjection()
+
+    contact_id = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class MessageProgramTimeIndex(GlobalSecondaryIndex["MessageRecord"]):
+    """A campaign's (``program_key = campaign#<id>``) messages by time."""
+
+    class Meta:
+        index_name = "ProgramTimeIndex"
+        projection = AllProjection()
+
+    program_key = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class MessageProviderIdIndex(GlobalSecondaryIndex["MessageRecord"]):
+    """A message by the id its provider gave it (SES/SNS events find their message)."""
+
+    class Meta:
+        index_name = "ProviderIdIndex"
+        projection = KeysOnlyProjection()
+
+    provider_message_id = UnicodeAttribute(hash_key=True)
+
+
+class MessageDueIndex(GlobalSecondaryIndex["MessageRecord"]):
+    """Deferred messages by hour bucket (``due_hour``) and instant (``due_at``); sparse."""
+
+    class Meta:
+        index_name = "DueIndex"
+        projection = AllProjection()
+
+    due_hour = UnicodeAttribute(hash_key=True)
+    due_at = UnicodeAttribute(range_key=True)
+
+
+class MessageRecord(Model):
+    """One action of one campaign occurrence for one contact; ``message_id`` is its idempotency key.
+
+    ``status``: ``sending`` (claimed), ``sent``, ``deferred``, ``expired``,
+    ``suppressed`` or ``failed``. ``created_at`` is when it took that state (a
+    sent message: when it went out); ``due_hour``/``due_at`` exist only while
+    it is deferred.
+    """
+
+    class Meta:
+        table_name = "MessagesTable"
+
+    message_id = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute()
+    program_key = UnicodeAttribute()
+    campaign_id = UnicodeAttribute()
+    occurrence = UnicodeAttribute()
+    action_index = NumberAttribute()
+    channel = UnicodeAttribute()
+    status = UnicodeAttribute()
+    reason = UnicodeAttribute(null=True)
+    policy_id = UnicodeAttribute(null=True)
+    priority = NumberAttribute()
+    queued_at = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    first_seen_at = UnicodeAttribute(null=True)
+    sent_at = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    due_hour = UnicodeAttribute(null=True)
+    deferrals = NumberAttribute(null=True)
+    category = UnicodeAttribute(null=True)
+    campaign_group = UnicodeAttribute(null=True)
+    provider_message_id = UnicodeAttribute(null=True)
+    claim = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+    contact_time_index = MessageContactTimeIndex()
+    program_time_index = MessageProgramTimeIndex()
+    provider_id_index = MessageProviderIdIndex()
+    due_index = MessageDueIndex()
+
+
+ALL_MODELS.append(("messages", MessageRecord))
+
+
+class PolicyRecord(Model):
+    """A contact policy (``entity_type = policy``): its scope, and in ``spec`` caps, quiet hours, expiry."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    scope = UnicodeAttribute()
+    spec = JSONMapAttribute()
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    version = VersionAttribute()
+
+
+ALL_MODELS.append(("catalog", PolicyRecord))

@@ -172,12 +172,12 @@ def _commit_chunk(chunk: list[tuple[int, Unit]], connection: Connection | None, 
     for attempt in range(CONFLICT_RETRIES):
         operations = [op for _, unit in chunk for op in unit.operations]
         operations += _merged_counters([unit for _, unit in chunk])
-        labels = _labels_in_wire_order(operations)
+        labels = labels_in_wire_order(operations)
         try:
             report.requests += 1
             with TransactWrite(connection=connection or default_connection()) as transaction:
                 for op in operations:
-                    _add(transaction, op)
+                    add_operation(transaction, op)
             return None
         except TransactWriteError as exc:
             reasons = exc.cancellation_reasons or []
@@ -185,7 +185,7 @@ def _commit_chunk(chunk: list[tuple[int, Unit]], connection: Connection | None, 
             failed = [labels[i] for i, code in enumerate(codes) if code == "ConditionalCheckFailed" and i < len(labels)]
             if failed:
                 return Failure(failed, "a condition failed: " + ", ".join(failed))
-            if any(code in ("TransactionConflict", "ThrottlingError") for code in codes) or _is_transient(exc):
+            if any(code in ("TransactionConflict", "ThrottlingError") for code in codes) or is_transient(exc):
                 time.sleep(min(0.05 * 2**attempt, 1.0))
                 continue
             refused = [labels[i] for i, code in enumerate(codes) if code == "ValidationError" and i < len(labels)]
@@ -196,7 +196,7 @@ def _commit_chunk(chunk: list[tuple[int, Unit]], connection: Connection | None, 
     return Failure([CONFLICT], "too many concurrent changes to the same items; retry later")
 
 
-def _is_transient(exc: TransactWriteError) -> bool:
+def is_transient(exc: TransactWriteError) -> bool:
     code = getattr(exc, "cause_response_code", None)
     return code in ("TransactionInProgressException", "ThrottlingException", "ProvisionedThroughputExceededException")
 
@@ -214,13 +214,13 @@ def _merged_counters(units: list[Unit]) -> list[Operation]:
     return [builders[key](total, guarded[key]) for key, total in totals.items() if total != 0 or guarded[key]]
 
 
-def _labels_in_wire_order(operations: list[Operation]) -> list[str]:
+def labels_in_wire_order(operations: list[Operation]) -> list[str]:
     # pynamodb sends condition checks, then deletes, then puts, then updates.
     order = ("delete", "put", "update")
     return [op.label for verb in order for op in operations if op.verb == verb]
 
 
-def _add(transaction: TransactWrite, op: Operation) -> None:
+def add_operation(transaction: TransactWrite, op: Operation) -> None:
     if op.verb == "put":
         transaction.save(op.model, condition=op.condition)
     elif op.verb == "delete":

@@ -1,0 +1,555 @@
+"""The sender: settle, send and record a contact's queued campaign sends.
+
+The campaign tick queues one message per contact holding all of that
+contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
+
+1. reads the contact (one consistent GetItem) and each campaign (cached per
+   invocation), and every message record the sends could produce (one
+   BatchGetItem): a record that is ``sent``, ``sending``, ``suppressed``,
+   ``expired`` or ``failed`` is already handled and left alone, so a
+   redelivered queue message never sends twice;
+2. suppresses, with a reason, what must not go: the contact is gone
+   (``contact_deleted``), the campaign is gone or not Launched
+   (``campaign_stopped``), no consent for the channel (``no_consent``), an
+   email hard bounce (``hard_bounce``) or 5+ soft bounces (``soft_bounces``),
+   no address (``no_address``);
+3. settles the channel sends that remain together, by priority, under the
+   contact policies (:func:`herald.policy.engine.decide`), against the
+   contact's recently sent messages: each one is sent now, **deferred** to
+   its next allowed slot (and released by :func:`release_due` when it comes),
+   or **expired**;
+4. sends through :mod:`herald.delivery.channels` after claiming the message
+   id (a conditional write), and records the provider's message id;
+5. applies ``points`` and ``stage`` actions to the contact once per occurrence,
+   in one transaction with their message record.
+
+Every send ends as a message record; :class:`Tally` adds the outcomes to the
+campaign's statistics once per batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from jinja2 import TemplateError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from herald import clock
+from herald.activity import service as activity
+from herald.activity.model import EventIn
+from herald.contacts.model import Contact, ContactId
+from herald.delivery import channels as providers
+from herald.delivery.render import personalisation, render
+from herald.errors import NotFound
+from herald.observability import logger
+from herald.policy import engine
+from herald.policy.service import load_policies
+from herald.segments.evaluation import SOFT_BOUNCE_LIMIT
+from herald.store import contacts as contact_store
+from herald.store import enrolments as stats_store
+from herald.store import messages
+from herald.store.tables import CampaignRecord, MessageRecord
+
+CHANNELS = ("email", "sms", "push")
+LAUNCHED = "Launched"
+CAMPAIGN_ENTITY = "campaign"
+RELEASE_LOOKBACK_HOURS = 48
+CONTACT_RETRIES = 5
+RECEIVED_EVENT = "campaign.received"
+
+QueueSend = Callable[[list[dict[str, Any]]], None]
+PolicyLoader = Callable[[], Sequence[engine.ContactPolicy]]
+
+Occurrence = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class SendIn(BaseModel):
+    """One campaign occurrence waiting to be sent to the contact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: ContactId
+    occurrence: Occurrence
+    priority: Annotated[int, Field(ge=engine.MIN_PRIORITY, le=engine.MAX_PRIORITY)]
+    queued_at: AwareDatetime
+
+
+class DeliveryIn(BaseModel):
+    """The queue message: all of one contact's sends from one tick (or one release)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contact_id: ContactId
+    sends: Annotated[list[SendIn], Field(min_length=1, max_length=100)]
+
+
+class Transient(Exception):
+    """A provider or store problem that a later attempt may not have: retry the queue message."""
+
+
+# --------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Outcomes per campaign, written as one stats update per campaign and row per batch."""
+
+    by_campaign: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    def count(self, campaign_id: str, outcome: str, reason: str | None = None) -> None:
+        counter = self.by_campaign[campaign_id]
+        counter[outcome] += 1
+        if outcome == messages.SUPPRESSED and reason:
+            counter[f"suppressed_{reason}"] += 1
+
+    def totals(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for counter in self.by_campaign.values():
+            total.update(counter)
+        return total
+
+    def flush(self, day: str) -> None:
+        """``add_stats`` on ``total`` and ``day#<day>`` for every campaign with outcomes."""
+        for campaign_id, counter in sorted(self.by_campaign.items()):
+            deltas = {name: count for name, count in counter.items() if count}
+            if not deltas:
+                continue
+            subject = stats_store.program_key(campaign_id)
+            stats_store.add_stats(subject, "total", deltas)
+            stats_store.add_stats(subject, f"day#{day}", deltas)
+        self.by_campaign.clear()
+
+
+# --------------------------------------------------------------------------
+# The sender
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """One action of one queued send."""
+
+    send: SendIn
+    index: int
+    action: dict[str, Any]
+    message_id: str
+    campaign: CampaignRecord | None
+
+    @property
+    def channel(self) -> str:
+        return str(self.action.get("type") or "none")
+
+
+class Sender:
+    """Handles the queue messages of one invocation (campaigns and policies are read once per invocation)."""
+
+    def __init__(self, channels: providers.Channels, policies: PolicyLoader | None = None) -> None:
+        self.channels = channels
+        self.tally = Tally()
+        self._load_policies = policies or load_policies
+        self._policies: list[engine.ContactPolicy] | None = None
+        self._campaigns: dict[str, CampaignRecord | None] = {}
+
+    # -- reads ----------------------------------------------------------------
+
+    def campaign(self, campaign_id: str) -> CampaignRecord | None:
+        if campaign_id not in self._campaigns:
+            try:
+                self._campaigns[campaign_id] = CampaignRecord.get(CAMPAIGN_ENTITY, campaign_id, consistent_read=True)
+            except CampaignRecord.DoesNotExist:
+                self._campaigns[campaign_id] = None
+        return self._campaigns[campaign_id]
+
+    def policies(self) -> list[engine.ContactPolicy]:
+        if self._policies is None:
+            self._policies = list(self._load_policies())
+        return self._policies
+
+    # -- one queue message ----------------------------------------------------
+
+    def deliver(self, delivery: DeliveryIn) -> None:
+        """Settle, send and record every action of the contact's sends (idempotent)."""
+        now = clock.now().astimezone(UTC)
+        contact = contact_store.get(delivery.contact_id)
+        plans = self._plans(delivery)
+        existing = messages.get_many(p.message_id for p in plans)
+        candidates: list[tuple[_Plan, MessageRecord | None]] = []
+        for plan in plans:
+            previous = existing.get(plan.message_id)
+            if previous is not None and previous.status in messages.HANDLED:
+                if previous.status == messages.SENT and contact is not None and plan.channel in CHANNELS:
+                    self._received(delivery.contact_id, plan, previous.created_at)  # a retry after a lost event
+                continue
+            reason = _hold(contact, plan)
+            if reason is not None:
+                self._record(plan, delivery.contact_id, previous, messages.SUPPRESSED, now, reason=reason)
+            elif plan.channel in CHANNELS:
+                candidates.append((plan, previous))
+            else:
+                assert contact is not None
+                contact = self._apply(plan, contact, previous, now)
+        if candidates:
+            assert contact is not None
+            self._settle(contact, candidates, now)
+
+    def _plans(self, delivery: DeliveryIn) -> list[_Plan]:
+        plans: list[_Plan] = []
+        seen: set[tuple[str, str]] = set()
+        for send in delivery.sends:
+            if (send.campaign_id, send.occurrence) in seen:
+                continue
+            seen.add((send.campaign_id, send.occurrence))
+            campaign = self.campaign(send.campaign_id)
+            actions: list[dict[str, Any]] = list((campaign.spec.get("actions") or []) if campaign else [])
+            if campaign is None or not actions:
+                # Nothing to enumerate: one record says what happened to the send.
+                actions = [{"type": "none"}]
+            for index, action in enumerate(actions):
+                mid = messages.message_id(send.campaign_id, delivery.contact_id, send.occurrence, index)
+                plans.append(_Plan(send, index, action, mid, campaign))
+        return plans
+
+    # -- contact policy and priority -------------------------------------------
+
+    def _settle(self, contact: Contact, pending: list[tuple[_Plan, MessageRecord | None]], now: datetime) -> None:
+        policies = self.policies()
+        zone = _zone(contact.time_zone)
+        by_key = {plan.message_id: (plan, previous) for plan, previous in pending}
+        wanted = [
+            engine.Candidate(
+                plan.message_id,
+                plan.channel,
+                plan.send.priority,
+                plan.send.queued_at.astimezone(UTC),
+                _spec(plan).get("category"),
+                _spec(plan).get("campaign_group"),
+            )
+            for plan, _ in pending
+        ]
+        rules = {p.policy_id: p for c in wanted for p in engine.applicable(policies, c.category, c.campaign_group)}
+        window = max((cap.window_hours for p in rules.values() for cap in p.caps), default=0)
+        seen = history(contact.contact_id, now - timedelta(hours=window)) if window else []
+        for decision in engine.decide(wanted, seen, policies, zone, now):
+            plan, previous = by_key[decision.key]
+            if decision.outcome == "send":
+                self._send(plan, contact, previous, now)
+            elif decision.outcome == "defer":
+                assert decision.at is not None
+                self._record(
+                    plan,
+                    contact.contact_id,
+                    previous,
+                    messages.DEFERRED,
+                    now,
+                    reason=decision.reason,
+                    policy_id=decision.policy_id,
+                    due_at=clock.to_iso(decision.at),
+                )
+            else:
+                self._record(
+                    plan,
+                    contact.contact_id,
+                    previous,
+                    messages.EXPIRED,
+                    now,
+                    reason=decision.reason,
+                    policy_id=decision.policy_id,
+                )
+
+    # -- sending ----------------------------------------------------------------
+
+    def _send(self, plan: _Plan, contact: Contact, previous: MessageRecord | None, now: datetime) -> None:
+        now_iso = clock.to_iso(now)
+        try:
+            outgoing = _outgoing(plan, contact)
+        except (TemplateError, TypeError, ValueError) as exc:
+            self._record(plan, contact.contact_id, previous, messages.FAILED, now, reason=f"render_error: {exc}")
+            return
+        message = _message(plan, contact.contact_id, previous, messages.SENDING, now_iso)
+        token = messages.claim(message)
+        if token is None:
+            logger.info("message already handled", extra={"message_id": plan.message_id})
+            return
+        try:
+            provider_id = self.channels.send(outgoing)
+        except providers.ProviderThrottled as exc:
+            messages.release(previous, plan.message_id, token)
+            raise Transient(f"provider throttled ({exc}); message {plan.message_id} will be retried") from exc
+        except providers.ProviderRejected as exc:
+            messages.mark_failed(plan.message_id, token, exc.reason, now_iso)
+            self.tally.count(plan.send.campaign_id, messages.FAILED)
+            logger.warning("provider refused message", extra={"message_id": plan.message_id, "reason": exc.reason})
+            return
+        messages.mark_sent(plan.message_id, token, provider_id, now_iso)
+        self.tally.count(plan.send.campaign_id, messages.SENT)
+        self._received(contact.contact_id, plan, now_iso)
+
+    def _received(self, contact_id: str, plan: _Plan, at: str) -> None:
+        """Record ``campaign.received`` (event id = message id, so once) for rules on campaign responses."""
+        event = EventIn(
+            event_id=plan.message_id,
+            type=RECEIVED_EVENT,
+            occurred_at=datetime.fromisoformat(at.replace("Z", "+00:00")),
+            properties={"campaign_id": plan.send.campaign_id, "channel": plan.channel, "message_id": plan.message_id},
+        )
+        try:
+            activity.record_event(contact_id, event)
+        except NotFound:
+            logger.info("contact gone before its received event was recorded", extra={"contact_id": contact_id})
+
+    # -- points and stage -------------------------------------------------------
+
+    def _apply(self, plan: _Plan, contact: Contact, previous: MessageRecord | None, now: datetime) -> Contact:
+        """Apply a points/stage action once (its message record and the contact change in one transaction)."""
+        now_iso = clock.to_iso(now)
+        for _ in range(CONTACT_RETRIES):
+            change = _contact_change(plan, contact, now_iso)
+            if isinstance(change, str):
+                self._record(plan, contact.contact_id, previous, messages.FAILED, now, reason=change)
+                return contact
+            update, names, values = change
+            message = _message(plan, contact.contact_id, previous, messages.SENT, now_iso)
+            message.sent_at = now_iso
+            outcome = messages.record_with_contact_update(
+                message, contact.contact_id, contact.version, update, names, values
+            )
+            if outcome == "done":
+                self.tally.count(plan.send.campaign_id, f"applied_{plan.channel}")
+                return _applied(plan, contact)
+            if outcome == "handled":
+                return contact
+            fresh = contact_store.get(contact.contact_id)
+            if fresh is None:
+                self._record(plan, contact.contact_id, previous, messages.SUPPRESSED, now, reason="contact_deleted")
+                return contact
+            contact = fresh
+        raise Transient(f"contact {contact.contact_id} kept changing; {plan.channel} action will be retried")
+
+    # -- records ------------------------------------------------------------------
+
+    def _record(
+        self,
+        plan: _Plan,
+        contact_id: str,
+        previous: MessageRecord | None,
+        status: str,
+        now: datetime,
+        reason: str | None = None,
+        policy_id: str | None = None,
+        due_at: str | None = None,
+    ) -> None:
+        message = _message(plan, contact_id, previous, status, clock.to_iso(now))
+        message.reason = reason[:500] if reason else None
+        message.policy_id = policy_id
+        if due_at is not None:
+            message.due_at = due_at
+            message.due_hour = messages.due_hour(due_at)
+            message.deferrals = int(previous.deferrals or 0) + 1 if previous is not None else 1
+        if not messages.record(message):
+            return
+        if status == messages.DEFERRED and previous is not None:
+            return  # counted when it was first held back
+        self.tally.count(plan.send.campaign_id, status, reason if status == messages.SUPPRESSED else None)
+
+    def flush_stats(self) -> None:
+        self.tally.flush(clock.now().astimezone(UTC).strftime("%Y-%m-%d"))
+
+
+# --------------------------------------------------------------------------
+# Releasing deferred sends
+# --------------------------------------------------------------------------
+
+
+def release_due(now: datetime, queue_send: QueueSend, lookback_hours: int = RELEASE_LOOKBACK_HOURS) -> int:
+    """Queue every deferred send whose slot has come, so the sender decides it again; returns sends queued.
+
+    Queries ``DueIndex`` for each hour bucket from ``lookback_hours`` before
+    ``now`` up to ``now`` (``due_at <= now``), groups the sends by contact and
+    queues the tick's payload shape with their original ``queued_at`` (expiry
+    counts from it) and priority. Releasing twice is harmless: the first
+    delivery settles the message, the second finds it handled.
+    """
+    now = now.astimezone(UTC)
+    until = clock.to_iso(now)
+    start = (now - timedelta(hours=lookback_hours)).replace(minute=0, second=0, microsecond=0)
+    by_contact: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+    hour = start
+    while hour <= now:
+        for record in messages.due(hour.strftime("%Y-%m-%dT%H"), until):
+            sends = by_contact[record.contact_id]
+            key = (record.campaign_id, record.occurrence)
+            priority = int(record.priority)
+            if key not in sends or priority < sends[key]["priority"]:
+                sends[key] = {
+                    "campaign_id": record.campaign_id,
+                    "occurrence": record.occurrence,
+                    "priority": priority,
+                    "queued_at": record.queued_at,
+                }
+        hour += timedelta(hours=1)
+    payloads: list[dict[str, Any]] = []
+    released = 0
+    for contact_id, sends in sorted(by_contact.items()):
+        ordered = sorted(sends.values(), key=lambda s: (s["priority"], s["campaign_id"], s["occurrence"]))
+        payloads.append({"contact_id": contact_id, "sends": ordered})
+        released += len(ordered)
+    if payloads:
+        queue_send(payloads)
+    return released
+
+
+def history(contact_id: str, since: datetime) -> list[engine.Sent]:
+    """The contact's channel messages sent since ``since``, as the policy engine counts them."""
+    return [
+        engine.Sent(
+            record.channel,
+            datetime.fromisoformat((record.sent_at or record.created_at).replace("Z", "+00:00")),
+            record.category,
+            record.campaign_group,
+        )
+        for record in messages.sent_since(contact_id, clock.to_iso(since))
+        if record.channel in CHANNELS
+    ]
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def suppression_reason(contact: Contact, channel: str) -> str | None:
+    """Why a channel message must not go to this contact now (seed 002), or None."""
+    consent = contact.consent.get(channel)
+    if consent is None or not consent.granted:
+        return "no_consent"
+    if channel == "email":
+        if contact.bounce.hard:
+            return "hard_bounce"
+        if contact.bounce.soft_count >= SOFT_BOUNCE_LIMIT:
+            return "soft_bounces"
+    if not _address(contact, channel):
+        return "no_address"
+    return None
+
+
+def _hold(contact: Contact | None, plan: _Plan) -> str | None:
+    if contact is None:
+        return "contact_deleted"
+    if plan.campaign is None or plan.campaign.state != LAUNCHED:
+        return "campaign_stopped"
+    if plan.channel in CHANNELS:
+        return suppression_reason(contact, plan.channel)
+    if plan.channel == "none":
+        return "no_actions"
+    if plan.channel not in ("points", "stage"):
+        return "unknown_action"
+    return None
+
+
+def _address(contact: Contact, channel: str) -> str | None:
+    if channel == "email":
+        return contact.email
+    if channel == "sms":
+        phone = contact.phone
+        return phone if phone and phone.startswith("+") and phone[1:].isdigit() else None
+    endpoint = contact.attributes.get("push_endpoint_arn")
+    return endpoint if isinstance(endpoint, str) and endpoint.startswith("arn:") else None
+
+
+def _spec(plan: _Plan) -> dict[str, Any]:
+    return plan.campaign.spec if plan.campaign is not None else {}
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _outgoing(plan: _Plan, contact: Contact) -> providers.Outgoing:
+    person = personalisation(contact.model_dump(mode="json"))
+    assert plan.campaign is not None
+    campaign = {"id": plan.campaign.entity_id, "name": plan.campaign.name}
+    action = plan.action
+    tags = {"campaign_id": plan.send.campaign_id, "contact_id": contact.contact_id, "message_id": plan.message_id}
+
+    def text(name: str) -> str:
+        return render(str(action.get(name) or ""), person, campaign)
+
+    if plan.channel == "email":
+        assert contact.email is not None
+        return providers.Email(contact.email, text("subject").strip(), text("body"), tags)
+    if plan.channel == "sms":
+        assert contact.phone is not None
+        return providers.Sms(contact.phone, text("text"), tags)
+    return providers.Push(str(contact.attributes["push_endpoint_arn"]), text("title"), text("body"), tags)
+
+
+def _message(plan: _Plan, contact_id: str, previous: MessageRecord | None, status: str, now_iso: str) -> MessageRecord:
+    spec = _spec(plan)
+    return MessageRecord(
+        plan.message_id,
+        contact_id=contact_id,
+        program_key=stats_store.program_key(plan.send.campaign_id),
+        campaign_id=plan.send.campaign_id,
+        occurrence=plan.send.occurrence,
+        action_index=plan.index,
+        channel=plan.channel,
+        status=status,
+        priority=plan.send.priority,
+        queued_at=clock.to_iso(plan.send.queued_at),
+        created_at=now_iso,
+        first_seen_at=previous.first_seen_at if previous is not None and previous.first_seen_at else now_iso,
+        deferrals=previous.deferrals if previous is not None else None,
+        category=spec.get("category"),
+        campaign_group=spec.get("campaign_group"),
+    )
+
+
+def _applied(plan: _Plan, contact: Contact) -> Contact:
+    """The contact as the points/stage transaction left it (its version bumped)."""
+    attributes = dict(contact.attributes)
+    if plan.channel == "points":
+        attributes["points"] = (attributes.get("points") or 0) + int(plan.action["points"])
+    else:
+        attributes["stage"] = plan.action["stage"]
+    return contact.model_copy(update={"attributes": attributes, "version": contact.version + 1})
+
+
+def _contact_change(plan: _Plan, contact: Contact, now_iso: str) -> tuple[str, dict[str, str], dict[str, Any]] | str:
+    """The UpdateExpression of a points/stage action, or the reason it cannot apply."""
+    names = {"#attrs": "attributes", "#upd": "updated_at"}
+    values: dict[str, Any] = {":now": {"S": now_iso}}
+    has_map = bool(contact.attributes)
+    if plan.channel == "points":
+        points = plan.action.get("points")
+        if not isinstance(points, int) or isinstance(points, bool):
+            return "invalid_action"
+        current = contact.attributes.get("points")
+        if current is not None and (isinstance(current, bool) or not isinstance(current, int | float)):
+            return "points_not_numeric"
+        names["#key"] = "points"
+        if has_map:
+            values[":val"] = {"N": str(points)}
+            return "ADD #attrs.#key :val SET #upd = :now", names, values
+        del names["#key"]
+        values[":map"] = {"M": {"points": {"N": str(points)}}}
+        return "SET #attrs = :map, #upd = :now", names, values
+    stage = plan.action.get("stage")
+    if not isinstance(stage, str) or not stage:
+        return "invalid_action"
+    names["#key"] = "stage"
+    if has_map:
+        values[":val"] = {"S": stage}
+        return "SET #attrs.#key = :val, #upd = :now", names, values
+    values[":map"] = {"M": {"stage": {"S": stage}}}
+    del names["#key"]
+    return "SET #attrs = :map, #upd = :now", names, values

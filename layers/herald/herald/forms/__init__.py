@@ -1,0 +1,1 @@
+"""Lead capture forms: public, rate-limited submissions that create or update leads."""
