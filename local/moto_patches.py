@@ -1,6 +1,6 @@
-"""Make moto's DynamoDB behave like DynamoDB, at a cost proportional to the work.
+"""Make moto's DynamoDB (and SQS) behave like AWS, at a cost proportional to the work.
 
-Two emulator flaws are corrected for the embedded runtime and the tests.
+Emulator flaws corrected for the embedded runtime and the tests:
 
 Items: moto builds each stored item through a dict that re-adds the size of
 every attribute on every attribute it sets, so storing an item costs the
@@ -35,6 +35,10 @@ page, so a full paginated scan (the nightly segment pass) is quadratic; a
 plain scan of a hash-only table now bisects to its start key. And moto
 serialises every response through botocore's shape model, value by value;
 item reads, already DynamoDB JSON, are dumped as JSON.
+
+SQS: a queue's attributes (read for one flag on every send) are computed per
+key instead of all at once, the message counts included: sending to a queue
+holding n messages no longer costs O(n) per message.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ import copy
 import functools
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from moto.core.utils import camelcase_to_underscores
 from moto.dynamodb import models as dynamodb_models
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
@@ -63,6 +68,7 @@ from moto.dynamodb.models import table as dynamodb_table
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict, bytesize
 from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
 from moto.dynamodb.responses import DynamoHandler
+from moto.sqs.models import Queue
 
 _WRITE_LOCK = threading.RLock()
 _ORIGINALS: dict[str, Callable[..., Any]] = {}
@@ -302,6 +308,53 @@ def serialized(self: DynamoHandler, action_result: Any) -> Any:
     return _ORIGINALS["serialized"](self, action_result)
 
 
+class LazyQueueAttributes(Mapping[str, Any]):
+    """An SQS queue's attributes, each computed only when read.
+
+    moto's ``Queue.attributes`` builds every attribute, including the message counts
+    (a walk over all messages), and ``send_message`` reads it for one flag per message:
+    sending n messages to a queue cost O(n²) (0.6 s per batch of 10 at 2,500 messages).
+    The keys are exactly moto's; each value is computed as moto computes it.
+    """
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+
+    def _names(self) -> list[str]:
+        queue = self._queue
+        names = list(queue.BASE_ATTRIBUTES)
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if getattr(queue, "kms_master_key_id", None):
+            names += queue.KMS_ATTRIBUTES
+        if queue.policy:
+            names.append("Policy")
+        if queue.redrive_policy:
+            names.append("RedrivePolicy")
+        return list(dict.fromkeys(names))
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names():
+            raise KeyError(name)
+        queue = self._queue
+        if name == "Policy":
+            return queue.policy
+        if name == "RedrivePolicy":
+            return json.dumps(queue.redrive_policy)
+        value = getattr(queue, camelcase_to_underscores(name))
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+def queue_attributes(self: Queue) -> LazyQueueAttributes:
+    return LazyQueueAttributes(self)
+
+
 def apply() -> None:
     """Install the replacements (idempotent)."""
     if _ORIGINALS:
@@ -323,6 +376,8 @@ def apply() -> None:
     Table.scan = table_scan  # type: ignore[method-assign]
     _ORIGINALS["transact_write_items"] = DynamoDBBackend.transact_write_items
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    _ORIGINALS["queue_attributes"] = Queue.attributes
+    Queue.attributes = property(queue_attributes)  # type: ignore[assignment,method-assign]
 
 
 def restore() -> None:
@@ -336,6 +391,8 @@ def restore() -> None:
             DynamoHandler.serialized = method  # type: ignore[method-assign]
         elif name == "table_scan":
             Table.scan = method  # type: ignore[method-assign]
+        elif name == "queue_attributes":
+            Queue.attributes = method  # type: ignore[method-assign]
         elif name == "filter":
             dynamodb_models.get_filter_expression = method
             dynamodb_table.get_filter_expression = method

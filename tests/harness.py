@@ -95,6 +95,19 @@ class Herald:
     def queue_url(self, logical_id: str) -> str:
         return self._queue_urls()[logical_id]
 
+    def queue_messages(self, logical_id: str) -> list[Any]:
+        """Take every message waiting in a queue, decoded from JSON (they are deleted)."""
+        sqs = boto3.client("sqs")
+        url = self.queue_url(logical_id)
+        bodies: list[Any] = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not batch:
+                return bodies
+            bodies += [json.loads(m["Body"]) for m in batch]
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+            sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+
     def _queue_urls(self) -> dict[str, str]:
         sqs = boto3.client("sqs")
         return {

@@ -7,12 +7,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from herald import clock
 from herald.campaigns.alerts import Notifier
-from herald.campaigns.tick import Tick
+from herald.campaigns.tick import Tick, TickFailed
 from herald.config import TableNames, require
 from herald.delivery.sender import release_due
 from herald.observability import logger, metrics, tracer
 from herald.store.queues import QueueSender
 from herald.store.tables import bind_tables
+
+# Stop starting campaigns this long before the invocation's end: the rest run next tick.
+SAFETY_MS = 120_000
 
 bind_tables(TableNames.from_env())
 queue = QueueSender(require("DELIVERY_QUEUE_URL"))
@@ -23,7 +26,18 @@ notifier = Notifier(require("ALERTS_TOPIC_ARN"))
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = Tick(clock.now(), queue.send, release_due=release_due, notifier=notifier).run()
+    tick = Tick(
+        clock.now(),
+        queue.send,
+        release_due=release_due,
+        notifier=notifier,
+        has_time=lambda: context.get_remaining_time_in_millis() > SAFETY_MS,
+    )
+    try:
+        report = tick.run()
+    except TickFailed as failure:
+        logger.error("campaign tick had failures", extra={"tick": failure.report.summary()})
+        raise
     for run in report.campaigns.values():
         if run.processed:
             metrics.add_metric(name="Enrolments", unit=MetricUnit.Count, value=run.enrolled)

@@ -38,7 +38,8 @@ def _process(record: Any) -> None:
         logger.error("malformed activity record dropped", extra={"record": str(raw)[:500], "error": str(exc)})
         metrics.add_metric(name="TriggerRecordRejected", unit=MetricUnit.Count, value=1)
         return
-    report = on_event(contact_id, event_id, event_type, occurred_at, clock.now(), queue.send)
+    caused_by = (item.get("properties") or {}).get("campaign_id")
+    report = on_event(contact_id, event_id, event_type, occurred_at, clock.now(), queue.send, caused_by=caused_by)
     if report.fired:
         metrics.add_metric(name="TriggersFired", unit=MetricUnit.Count, value=len(report.fired))
         logger.info("triggers fired", extra={"event_id": event_id, "campaigns": report.fired})

@@ -336,3 +336,73 @@ def test_birthday_trigger_fires_once_a_year_in_the_contacts_time_zone(herald: He
     tick(queue, now=tokyo_morning)
     tick(queue, now=tokyo_morning + timedelta(minutes=5))
     assert queue.sends() == [("ny", "bday", "birthday#2026"), ("tokyo", "bday", "birthday#2026")]
+
+
+def test_a_failing_campaign_does_not_stop_the_others_and_the_run_reports_it(population: Herald) -> None:
+    from herald.campaigns.tick import TickFailed
+    from herald.store.tables import CampaignRecord
+
+    campaign(population, "good", {"status": "Active"})
+    launch(population, "good")
+    campaign(population, "broken", {"status": "Active"}, priority=1)  # runs first
+    launch(population, "broken")
+    record = CampaignRecord.get("campaign", "broken")
+    record.spec = {**record.spec, "targeting": {"status": "Sleeping"}}  # a spec that no longer validates
+    record.save()
+    queue = Queue()
+    with pytest.raises(TickFailed) as failure:
+        tick(queue)
+    assert failure.value.campaign_ids == ["broken"]
+    assert failure.value.report.campaigns["good"].enrolled == 3
+    assert {m["contact_id"] for m in queue.messages} == {"a1", "a2", "a3"}  # queued before the failure is raised
+
+
+def test_a_tick_running_out_of_time_leaves_the_rest_for_the_next(population: Herald) -> None:
+    campaign(population, "first", {"status": "Active"}, priority=1)
+    launch(population, "first")
+    campaign(population, "second", {"status": "Active"}, priority=2)
+    launch(population, "second")
+    calls = iter([True, False])
+    report = Tick(NOW, Queue(), has_time=lambda: next(calls)).run()
+    assert report.campaigns["first"].enrolled == 3
+    assert report.campaigns["second"].skipped == "out of time"
+    assert tick().campaigns["second"].enrolled == 3
+
+
+def test_a_crash_between_an_exit_and_its_roster_write_is_repaired(population: Herald) -> None:
+    campaign(population, "c", {"status": "Active"})
+    launch(population, "c")
+    tick()
+    assert population.call("PATCH", "/contacts/a1", {"status": "Inactive"}).status == 200
+    # The crash: a1's enrolment exited and the exited/treated rosters learned it, the active one not.
+    enrolments.exit_contacts("c", ["a1"], "no longer matches targeting", "2026-11-23T12:00:00.000Z")
+    changes = enrolments.RosterChanges()
+    changes.add(["a1"])
+    enrolments.flush_roster("campaign#c#exited", changes)
+    assert "a1" in enrolments.read_roster("campaign#c")
+    report = tick()
+    assert "a1" not in enrolments.read_roster("campaign#c")
+    assert report.campaigns["c"].active == 2 and report.campaigns["c"].in_campaign_pct == 100.0
+    assert population.call("PATCH", "/contacts/a1", {"status": "Active"}).status == 200
+    assert tick().campaigns["c"].not_previously_treated == 1  # not re-enrolled without the setting
+
+
+def test_a_birthday_missed_on_its_day_fires_the_day_after_once(herald: Herald) -> None:
+    customer(herald, "late", attributes={"birthday": "1990-11-22"})
+    campaign(herald, "bday", {}, kind="trigger", trigger={"date": "birthday", "send_at": "23:58"})
+    launch(herald, "bday")
+    queue = Queue()
+    tick(queue)  # 23 Nov 12:00 UTC: the 22nd's 23:58 was never reached by a tick
+    tick(queue, now=NOW + timedelta(hours=1))
+    assert queue.sends() == [("late", "bday", "birthday#2026")]
+
+
+def test_a_reused_id_of_a_deleted_campaign_is_refused(population: Herald) -> None:
+    campaign(population, "c", {"status": "Active"})
+    launch(population, "c")
+    tick()
+    assert population.call("POST", "/campaigns/c/stop").status == 200
+    assert population.call("DELETE", "/campaigns/c").status == 204
+    body = {"id": "c", "name": "Again", "description": "a new campaign under an old id"}
+    reply = population.call("POST", "/campaigns", body)
+    assert reply.status == 409 and "was used" in reply.body["message"]

@@ -208,20 +208,14 @@ def test_event_trigger_fires_once_per_event(herald: Herald) -> None:
     assert herald.call("POST", "/contacts/ada/events", old).status == 201  # history: does not fire
     herald.pump_streams()
     herald.pump_streams()
-    sqs = boto3.client("sqs")
-    url = herald.queue_url("DeliveryQueue")
-    bodies = [
-        json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-    ]
+    bodies = herald.queue_messages("DeliveryQueue")
     assert [(b["contact_id"], [s["occurrence"] for s in b["sends"]]) for b in bodies] == [("ada", ["login-1"])]
     assert bodies[0]["sends"][0]["priority"] == 40  # a frequent trigger goes last
     assert enrolled("welcome") == {"ada": "active"}
     second = {"event_id": "login-2", "type": "login", "occurred_at": (NOW - timedelta(seconds=5)).isoformat()}
     assert herald.call("POST", "/contacts/ada/events", second).status == 201
     herald.pump_streams()
-    bodies = [
-        json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-    ]
+    bodies = herald.queue_messages("DeliveryQueue")
     assert [s["occurrence"] for b in bodies for s in b["sends"]] == ["login-2"]
     assert herald.call("GET", "/campaigns/welcome/stats").body["enrolled"] == 2
     assert herald.call("GET", "/contacts/ada/campaigns").body["items"][0]["occurrences"] == 2
@@ -262,3 +256,46 @@ def test_forecast_of_a_birthday_campaign_counts_each_days_birthdays(herald: Hera
     forecast = herald.call("GET", "/campaigns/bday/forecast").body
     assert [d["sends"] for d in forecast["days"]] == [0, 0, 1, 0, 0, 0, 1]
     assert forecast["held_back"] == 1 and forecast["basis"]["contacts"] == 3
+
+
+def test_trigger_events_fire_once_even_replayed_out_of_order_and_never_on_their_own_engagement(herald: Herald) -> None:
+    from herald.campaigns.triggers import on_event
+
+    customer(herald, "ada")
+    campaign(herald, "opened", {"status": "Active"}, kind="trigger", trigger={"event": "campaign.opened"})
+    herald.call("POST", "/campaigns/opened/launch", {"force": True, "reason": "t"})
+    queue = Queue()
+    at = NOW - timedelta(minutes=1)
+    first = on_event("ada", "e1", "campaign.opened", at, NOW, queue, caused_by="winter")
+    second = on_event("ada", "e2", "campaign.opened", at, NOW, queue, caused_by="winter")
+    replay = on_event("ada", "e1", "campaign.opened", at, NOW, queue, caused_by="winter")  # after e2
+    own = on_event("ada", "e3", "campaign.opened", at, NOW, queue, caused_by="opened")
+    assert (first.fired, second.fired, replay.fired, own.fired) == (["opened"], ["opened"], [], [])
+    assert [s[2] for s in queue.sends()] == ["e1", "e2"]
+    assert herald.call("GET", "/campaigns/opened/stats").body["enrolled"] == 2
+    refused = herald.call(
+        "POST",
+        "/campaigns",
+        {"name": "n", "description": "d", "kind": "trigger", "trigger": {"event": "campaign.received"}},
+    )
+    assert refused.status == 422 and refused.body["errors"][0]["field"] == "trigger"
+
+
+def test_the_sample_events_run_the_tick_and_the_trigger_functions(herald: Herald) -> None:
+    from tests.harness import load_event
+
+    customer(herald, "ada")
+    campaign(herald, "sale", {"status": "Active"})
+    herald.call("POST", "/campaigns/sale/launch", {"force": True, "reason": "t"})
+    campaign(herald, "welcome", {"status": "Active"}, kind="trigger", trigger={"event": "login"})
+    herald.call("POST", "/campaigns/welcome/launch", {"force": True, "reason": "t"})
+    summary = herald.host.invoke("CampaignTickFunction", load_event("campaign_tick/scheduled"))
+    assert summary["campaigns"]["sale"]["enrolled"] == 1
+    assert summary["campaigns"]["welcome"]["skipped"] == "event trigger: enrolled as events arrive"
+    # The second record is malformed: logged, counted and dropped, never a batch failure.
+    assert herald.host.invoke("CampaignTriggersFunction", load_event("campaign_triggers/login")) == {
+        "batchItemFailures": []
+    }
+    assert enrolled("welcome") == {"ada": "active"}
+    bodies = herald.queue_messages("DeliveryQueue")
+    assert sorted(s["campaign_id"] for b in bodies for s in b["sends"]) == ["sale", "welcome"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -120,3 +121,27 @@ def test_concurrent_counter_transactions_are_isolated(table: Any) -> None:
         list(pool.map(bump, range(40)))
     assert table.get_item(TableName="t", Key={"id": {"S": "counter"}})["Item"]["n"] == {"N": "40"}
     assert len(ids(table)) == 41
+
+
+def test_queue_attributes_are_moto_s_own_computed_per_key() -> None:
+    from moto.sqs.models import sqs_backends
+
+    moto_patches.apply()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        dlq = sqs.create_queue(QueueName="dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})
+        url = sqs.create_queue(
+            QueueName="q.fifo",
+            Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true", "RedrivePolicy": policy},
+        )["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g")
+        sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g")  # deduplicated by content
+        queue = sqs_backends["123456789012"]["us-east-1"].get_queue("q.fifo")
+        lazy = dict(queue.attributes)
+        original = moto_patches._ORIGINALS["queue_attributes"].fget(queue)
+        assert lazy == original
+        assert lazy["ApproximateNumberOfMessages"] == 1 and lazy["ContentBasedDeduplication"] == "true"
+        answered = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert answered["ApproximateNumberOfMessages"] == "1" and "RedrivePolicy" in answered

@@ -292,12 +292,37 @@ def test_stopped_or_missing_campaigns_and_deleted_contacts_are_recorded_not_sent
         {"contact_id": "c1", "sends": [send("stopped"), send("vanished")]},
         {"contact_id": "ghost", "sends": [send("stopped")]},
     )
-    assert (record("stopped", "c1").status, record("stopped", "c1").reason) == ("suppressed", "campaign_stopped")  # type: ignore[union-attr]
-    assert record("vanished", "c1").reason == "campaign_stopped"  # type: ignore[union-attr]
+    held = record("stopped", "c1")
+    assert held is not None and (held.status, held.reason) == ("deferred", "campaign stopped")
+    assert held.due_at == clock.to_iso(NOW + timedelta(hours=1))  # re-checked hourly until resumed
+    assert record("vanished", "c1").reason == "campaign_deleted"  # type: ignore[union-attr]
     assert record("stopped", "ghost").reason == "contact_deleted"  # type: ignore[union-attr]
     assert emails() == []
-    assert stats("stopped")["suppressed_campaign_stopped"] == 1
+    assert stats("stopped")["deferred"] == 1
     assert stats("stopped")["suppressed_contact_deleted"] == 1
+
+
+def test_a_send_held_by_a_stop_goes_out_on_resume_or_expires(herald: Herald, time_: Clock) -> None:
+    contact(herald, "c1")
+    contact(herald, "c2")
+    campaign("paused", [EMAIL], state="Stopped")
+    deliver(herald, {"contact_id": "c1", "sends": [send("paused")]})
+    time_.advance(hours=2)
+    sender.release_due(time_.now, lambda bodies: queue(herald, *bodies))
+    herald.drain("SenderFunction")
+    assert record("paused", "c1").status == "deferred" and emails() == []  # type: ignore[union-attr]
+    resumed = CampaignRecord.get("campaign", "paused")
+    resumed.state, resumed.live_type = "Launched", "campaign"
+    resumed.save()
+    time_.advance(hours=1)
+    sender.release_due(time_.now, lambda bodies: queue(herald, *bodies))
+    herald.drain("SenderFunction")
+    assert record("paused", "c1").status == "sent" and len(emails()) == 1  # type: ignore[union-attr]
+    resumed.state, resumed.live_type = "Stopped", None
+    resumed.save()
+    deliver(herald, {"contact_id": "c2", "sends": [send("paused", queued_at=time_.now - timedelta(hours=73))]})
+    expired = record("paused", "c2")
+    assert expired is not None and expired.status == "expired" and "stopped for more than 72" in (expired.reason or "")
 
 
 # --------------------------------------------------------------------------
@@ -533,7 +558,7 @@ def test_a_send_held_past_its_expiry_is_recorded_expired(herald: Herald, time_: 
     assert len(emails()) == 1
 
 
-def test_a_deferred_send_of_a_campaign_stopped_meanwhile_is_suppressed_on_release(herald: Herald, time_: Clock) -> None:
+def test_a_deferred_send_of_a_campaign_stopped_meanwhile_waits_for_its_resume(herald: Herald, time_: Clock) -> None:
     cap_policy()
     contact(herald, "c1")
     campaign("a", [EMAIL])
@@ -546,11 +571,7 @@ def test_a_deferred_send_of_a_campaign_stopped_meanwhile_is_suppressed_on_releas
     sender.release_due(time_.now, lambda bodies: queue(herald, *bodies))
     herald.drain("SenderFunction")
     stored = record("b", "c1")
-    assert stored is not None and (stored.status, stored.reason, stored.due_hour) == (
-        "suppressed",
-        "campaign_stopped",
-        None,
-    )
+    assert stored is not None and (stored.status, stored.reason) == ("deferred", "campaign stopped")
     assert len(emails()) == 1
 
 
@@ -639,4 +660,4 @@ def test_the_sample_event_is_a_valid_delivery(herald: Herald, time_: Clock) -> N
     response = herald.host.invoke("SenderFunction", load_event("sender/delivery"))
     assert response == {"batchItemFailures": []}
     assert record("spring-sale", "c-1001").status == "sent"  # type: ignore[union-attr]
-    assert record("birthday", "c-1001", occurrence="birthday#2026").reason == "campaign_stopped"  # type: ignore[union-attr]
+    assert record("birthday", "c-1001", occurrence="birthday#2026").reason == "campaign_deleted"  # type: ignore[union-attr]

@@ -101,21 +101,17 @@ def check_in_campaign(
         message = (
             f"In-Campaign % of '{fields.name}' is back to {pct:.1f}% (expected {fields.expected_in_campaign_pct:g}%)."
         )
-    AlertRecord(
-        f"alert#campaign#{record.entity_id}",
-        f"{now_iso}#{kind}",
-        kind=kind,
-        message=message,
-        figures=numbers,
-        at=now_iso,
-    ).save()
-    store.add_stats(subject, "total", {}, {"alerting": 1 if below else 0})
+    # Publish, then record, then flip the flag: a failure anywhere leaves the flag as it
+    # was, so the next tick raises the alert again rather than never.
     if notifier is not None:
         notifier.publish(
             record.entity_id,
             f"Herald: {fields.name} In-Campaign % {'below expected' if below else 'recovered'}",
             {"campaign_id": record.entity_id, "kind": kind, "message": message, "figures": numbers, "at": now_iso},
         )
+    key = f"alert#campaign#{record.entity_id}"
+    AlertRecord(key, f"{now_iso}#{kind}", kind=kind, message=message, figures=numbers, at=now_iso).save()
+    store.add_stats(subject, "total", {}, {"alerting": 1 if below else 0})
     return 2
 
 

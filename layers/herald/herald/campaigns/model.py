@@ -29,6 +29,7 @@ from herald.delivery.render import template_problem
 from herald.policy.engine import default_priority
 
 MAX_TARGETS = 20
+RECEIVED = "campaign.received"
 MAX_ACTIONS = 10
 MAX_SUBSCRIBERS = 20
 
@@ -128,6 +129,9 @@ class Trigger(Strict):
     def _exactly_one(self) -> Trigger:
         if (self.event is None) == (self.date is None):
             raise ValueError("set exactly one of event or date")
+        if self.event == RECEIVED:
+            # Every send records campaign.received: such a trigger would fire on its own sends.
+            raise ValueError("event: campaign.received follows every send; trigger on campaign.opened or clicked")
         return self
 
     @property

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import PutError, UpdateError
 
 from herald import clock
 from herald.campaigns import alerts, eligibility
@@ -77,6 +77,9 @@ class Services:
 def create(data: CampaignIn, services: Services) -> Campaign:
     fields = CampaignFields.model_validate(data.model_dump(exclude={"id"}))
     _check_references(fields)
+    if data.id and enrolments.ever_enrolled(data.id):
+        # Its enrolments outlive a deleted campaign; a new one under the id would inherit them.
+        raise Conflict(f"campaign id {data.id} was used by a deleted campaign; choose another id", id=data.id)
     now = clock.now_iso()
     record = CampaignRecord(
         ENTITY,
@@ -221,18 +224,20 @@ def test(campaign_id: str, contact_id: str, services: Services) -> dict[str, Any
         "priority": effective_priority(fields),
         "actions": sends,
     }
-    CampaignTestRecord(ENTITY, campaign_id).update(
-        actions=[
-            CampaignTestRecord.tested.set(
-                {
-                    "version": record.version,
-                    "contact_id": contact_id,
-                    "at": clock.to_iso(now),
-                    "matched": targeting["matches"],
-                }
-            )
-        ]
-    )
+    tested = {
+        "version": record.version,
+        "contact_id": contact_id,
+        "at": clock.to_iso(now),
+        "matched": targeting["matches"],
+    }
+    try:
+        CampaignTestRecord(ENTITY, campaign_id).update(
+            actions=[CampaignTestRecord.tested.set(tested)], condition=CampaignTestRecord.entity_id.exists()
+        )
+    except UpdateError as exc:
+        if is_condition_failure(exc):
+            raise NotFound(f"campaign {campaign_id} does not exist", id=campaign_id) from exc
+        raise
     return result
 
 

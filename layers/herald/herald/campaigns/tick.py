@@ -35,6 +35,7 @@ from herald.campaigns import alerts, eligibility
 from herald.campaigns.model import CampaignFields, CampaignKind, effective_priority, parse_local_time
 from herald.campaigns.targeting import ReadCount, matching_ids, targeted_among
 from herald.clock import to_iso
+from herald.delivery.queue import delivery_messages
 from herald.observability import logger
 from herald.store import enrolments as store
 from herald.store.enrolments import Enrolment, RosterChanges
@@ -47,6 +48,15 @@ DAY_TRIGGER_INDEX = {"birthday": "birthday_index", "signup_anniversary": "signup
 
 QueueSend = Callable[[list[dict[str, Any]]], None]
 ReleaseDue = Callable[[datetime, QueueSend], int]
+
+
+class TickFailed(Exception):
+    """Some campaigns failed in a run (the rest were processed and their deliveries queued)."""
+
+    def __init__(self, campaign_ids: list[str], report: TickReport) -> None:
+        super().__init__(f"campaigns failed in the tick: {', '.join(campaign_ids)}")
+        self.campaign_ids = campaign_ids
+        self.report = report
 
 
 @dataclass
@@ -104,8 +114,10 @@ class Tick:
         release_due: ReleaseDue | None = None,
         notifier: alerts.Notifier | None = None,
         use_lease: bool = True,
+        has_time: Callable[[], bool] = lambda: True,
     ) -> None:
         self.now = now
+        self.has_time = has_time
         self.now_iso = to_iso(now)
         self.queue = queue
         self.release_due = release_due
@@ -117,13 +129,30 @@ class Tick:
         self._treated: set[str] | None = None
 
     def run(self) -> TickReport:
+        """Run every eligible campaign; one that fails does not stop the others.
+
+        Raises ``TickFailed`` at the end (after queueing what the others committed)
+        if any campaign failed, so the invocation counts as an error and alarms.
+        """
         self._requeue_outbox()
+        self._flush_queue()  # a crashed run's deliveries go now, not after this run's work
         records = sorted(live_campaigns(), key=lambda r: (effective_priority(r.spec), r.entity_id))
+        failed = []
         for record in records:
-            self.report.campaigns[record.entity_id] = self._campaign(record)
+            if not self.has_time():
+                self.report.campaigns[record.entity_id] = CampaignRun(record.entity_id, skipped="out of time")
+                continue
+            try:
+                self.report.campaigns[record.entity_id] = self._campaign(record)
+            except Exception as exc:
+                logger.exception("campaign failed in the tick", extra={"campaign_id": record.entity_id})
+                self.report.campaigns[record.entity_id] = CampaignRun(record.entity_id, skipped=f"error: {exc}")
+                failed.append(record.entity_id)
         self._flush_queue()
         if self.release_due is not None:
             self.report.released = self.release_due(self.now, self.queue)
+        if failed:
+            raise TickFailed(failed, self.report)
         return self.report
 
     # -- per campaign -------------------------------------------------------
@@ -155,14 +184,44 @@ class Tick:
 
     def _audience(self, record: CampaignRecord, fields: CampaignFields, run: CampaignRun) -> None:
         campaign_id = record.entity_id
+        rosters = _Rosters(campaign_id)
         reads = ReadCount()
         matching = matching_ids(fields.audience_type, fields.targeting, reads)
-        active = store.read_roster(f"campaign#{campaign_id}")
-        exited_here = store.read_roster(f"campaign#{campaign_id}#exited")
-        run.items_read = reads.items + _roster_items(len(active) + len(exited_here))
-        candidates = matching - active
+        active = store.read_roster(rosters.active, reads)
+        exited_here = store.read_roster(rosters.exited, reads)
+        writes = 0
+        if active & exited_here:
+            # A run crashed between an exit and its roster writes: the items say which is true.
+            found = self._repair(campaign_id, sorted(active & exited_here), rosters)
+            active, exited_here = (active - found.exited) | found.active, (exited_here - found.active) | found.exited
+            writes += rosters.flush()
+        enrolments = self._newcomers(matching - active, exited_here, fields, run, reads)
+        report = store.enrol(
+            campaign_id, enrolments, self._sends_of(record), f"{self.report.run_id}#{record.entity_id}", self.now_iso
+        )
+        self._take(report)
+        rosters.active_changes.add(e.contact_id for e in report.enrolled)
+        rosters.exited_changes.remove(e.contact_id for e in report.enrolled if e.reenrol)
+        found = self._repair(campaign_id, report.already, rosters) if report.already else _Found()
+        now_active = (active | {e.contact_id for e in report.enrolled} | found.active) - found.exited
+        writes += report.requests + rosters.flush()
+        exited, exit_requests = self._exit(campaign_id, sorted(now_active - matching), rosters)
+        now_active -= set(exited)
+        run.items_read = reads.items
+        run.matching = len(matching)
+        run.active = len(now_active & matching)
+        run.enrolled = len(report.enrolled)
+        run.already = len(report.already)
+        run.exited = len(exited)
+        run.in_campaign_pct = round(100 * run.active / run.matching, 2) if run.matching else None
+        run.write_requests = writes + exit_requests + self._record_stats(record, fields, run)
+
+    def _newcomers(
+        self, candidates: set[str], exited_here: set[str], fields: CampaignFields, run: CampaignRun, reads: ReadCount
+    ) -> list[Enrolment]:
+        """Who enters now: never-treated contacts, and previously treated ones only for re-engagement."""
         enrolments: list[Enrolment] = []
-        treated = self._treated_set() if candidates and not fields.include_previously_treated else set()
+        treated = self._treated_set(reads) if candidates and not fields.include_previously_treated else set()
         for contact_id in sorted(candidates):
             if contact_id in exited_here:
                 if not fields.include_previously_treated:
@@ -173,38 +232,29 @@ class Tick:
                 run.not_previously_treated += 1
             else:
                 enrolments.append(Enrolment(contact_id, "1"))
-        changes = RosterChanges()
-        exited_changes = RosterChanges()
-        treated_changes = RosterChanges()
-        report = store.enrol(
-            campaign_id, enrolments, self._sends_of(record), f"{self.report.run_id}#{record.entity_id}", self.now_iso
-        )
-        self._take(report)
-        changes.add(e.contact_id for e in report.enrolled)
-        exited_changes.remove(e.contact_id for e in report.enrolled)
-        if report.already:
-            self._repair(campaign_id, report.already, changes, exited_changes)
-        leaving = sorted(active - matching)
-        exited, exit_requests = store.exit_contacts(campaign_id, leaving, "no longer matches targeting", self.now_iso)
+        return enrolments
+
+    def _exit(self, campaign_id: str, leaving: list[str], rosters: _Rosters) -> tuple[list[str], int]:
+        """Exit contacts that no longer match.
+
+        The exited and treated rosters learn of them *before* the exits, the active
+        roster forgets them after: a crash in between leaves a contact in both the
+        active and the exited roster, which the next run detects and repairs, and
+        never a previously treated contact that other campaigns would take for new.
+        """
+        if not leaving:
+            return [], 0
+        rosters.exited_changes.add(leaving)
+        rosters.treated_changes.add(leaving)
+        writes = rosters.flush()
+        exited, requests = store.exit_contacts(campaign_id, leaving, "no longer matches targeting", self.now_iso)
         if len(exited) < len(leaving):
-            self._repair(campaign_id, sorted(set(leaving) - set(exited)), changes, exited_changes)
-        changes.remove(exited)
-        exited_changes.add(exited)
-        treated_changes.add(exited)
-        writes = report.requests + exit_requests
-        writes += store.flush_roster(f"campaign#{campaign_id}", changes)
-        writes += store.flush_roster(f"campaign#{campaign_id}#exited", exited_changes)
-        writes += store.flush_roster(store.TREATED, treated_changes)
+            found = self._repair(campaign_id, sorted(set(leaving) - set(exited)), rosters)
+            exited += sorted(found.exited)
+        rosters.active_changes.remove(exited)
         if self._treated is not None:
             self._treated |= set(exited)
-        now_active = (active | {e.contact_id for e in report.enrolled}) - set(exited)
-        run.matching = len(matching)
-        run.active = len(now_active & matching)
-        run.enrolled = len(report.enrolled)
-        run.already = len(report.already)
-        run.exited = len(exited)
-        run.in_campaign_pct = round(100 * run.active / run.matching, 2) if run.matching else None
-        run.write_requests = writes + self._record_stats(record, fields, run)
+        return exited, requests + writes + rosters.flush()
 
     def _date_trigger(self, record: CampaignRecord, fields: CampaignFields, run: CampaignRun) -> None:
         assert fields.trigger is not None and fields.trigger.date is not None
@@ -286,29 +336,36 @@ class Tick:
     def _flush_queue(self) -> None:
         messages = []
         for contact_id in sorted(self._sends):
-            sends = sorted(self._sends[contact_id], key=lambda s: (s["priority"], s["campaign_id"]))
-            messages.append({"contact_id": contact_id, "sends": [_without_contact(s) for s in sends]})
-            self.report.queued_sends += len(sends)
+            contact_messages = delivery_messages(contact_id, self._sends[contact_id])
+            messages += contact_messages
+            self.report.queued_sends += sum(len(m["sends"]) for m in contact_messages)
         if messages:
             self.queue(messages)
-        self.report.queued_contacts = len(messages)
+        self.report.queued_contacts += len({m["contact_id"] for m in messages})
         if self._outbox_ids:
             store.delete_outbox(self._outbox_ids)
         self._sends.clear()
         self._outbox_ids.clear()
 
-    def _treated_set(self) -> set[str]:
+    def _treated_set(self, reads: ReadCount) -> set[str]:
         if self._treated is None:
-            self._treated = store.read_roster(store.TREATED)
+            self._treated = store.read_roster(store.TREATED, reads)
         return self._treated
 
-    def _repair(self, campaign_id: str, contact_ids: list[str], active: RosterChanges, exited: RosterChanges) -> None:
-        """A stale roster (a crash between enrolment and roster write): learn the truth from the items."""
+    def _repair(self, campaign_id: str, contact_ids: list[str], rosters: _Rosters) -> _Found:
+        """A stale roster (a crash between enrolment items and roster writes): learn the truth from the items."""
         records = store.batch_get(campaign_id, contact_ids)
-        active.add(c for c, r in records.items() if r.state == store.ACTIVE)
-        active.remove(c for c, r in records.items() if r.state == store.EXITED)
-        exited.add(c for c, r in records.items() if r.state == store.EXITED)
+        found = _Found(
+            active={c for c, r in records.items() if r.state == store.ACTIVE},
+            exited={c for c, r in records.items() if r.state == store.EXITED},
+        )
+        rosters.active_changes.add(found.active)
+        rosters.active_changes.remove(found.exited)
+        rosters.exited_changes.remove(found.active)
+        rosters.exited_changes.add(found.exited)
+        rosters.treated_changes.add(found.exited)
         logger.info("roster repaired", extra={"campaign_id": campaign_id, "contacts": len(records)})
+        return found
 
     def _record_stats(self, record: CampaignRecord, fields: CampaignFields, run: CampaignRun) -> int:
         subject = f"campaign#{record.entity_id}"
@@ -326,34 +383,52 @@ class Tick:
         return writes
 
 
-def _roster_items(ids: int) -> int:
-    """Roster bucket items read (at most one per bucket)."""
-    return min(ids, store.ROSTER_BUCKETS * 2)
+@dataclass
+class _Found:
+    """What the enrolment items say about contacts a roster was wrong about."""
+
+    active: set[str] = field(default_factory=set)
+    exited: set[str] = field(default_factory=set)
 
 
-def _without_contact(send: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in send.items() if k != "contact_id"}
+class _Rosters:
+    """A campaign's active and exited rosters and the global treated one, with pending changes."""
+
+    def __init__(self, campaign_id: str) -> None:
+        self.active = f"campaign#{campaign_id}"
+        self.exited = f"campaign#{campaign_id}#exited"
+        self.active_changes = RosterChanges()
+        self.exited_changes = RosterChanges()
+        self.treated_changes = RosterChanges()
+
+    def flush(self) -> int:
+        """Write pending changes: exited and treated first, then active (see ``Tick._exit``)."""
+        writes = store.flush_roster(self.exited, self.exited_changes)
+        writes += store.flush_roster(store.TREATED, self.treated_changes)
+        return writes + store.flush_roster(self.active, self.active_changes)
 
 
 def _month_days_around(now: datetime) -> list[str]:
-    """MM-DD keys that can be 'today' somewhere (UTC-12 to UTC+14), plus 02-29 in common years."""
-    days = {(now + timedelta(days=offset)).strftime("%m-%d") for offset in (-1, 0, 1)}
+    """MM-DD keys that can be today or yesterday somewhere (UTC-12 to UTC+14), plus 02-29 in common years."""
+    days = {(now + timedelta(days=offset)).strftime("%m-%d") for offset in (-2, -1, 0, 1)}
     if "02-28" in days:
         days.add("02-29")
     return sorted(days)
 
 
 def _date_occurrence(item: Any, month_day: str, now: datetime, send_at: Any, kind: str) -> str | None:
-    """The occurrence key if it is the contact's day, past its send time, in its own zone."""
+    """The occurrence key if the contact's day has come in its own zone, past its send time.
+
+    The day after counts too, so a day whose ticks all ran before ``send_at`` (a send time
+    just before midnight, or an outage) still fires; the occurrence keeps it to once a year.
+    """
     zone = ZoneInfo(getattr(item, "time_zone", None) or "UTC")
     local = now.astimezone(zone)
-    if local.time() < send_at:
-        return None
-    if month_day == "02-29" and not _is_leap(local.year):
-        month_day = "02-28"  # seed-consistent with rules: 29 Feb falls on 28 Feb in common years
-    if local.strftime("%m-%d") != month_day:
-        return None
-    return f"{kind}#{local.year}"
+    for day, need_time in ((local.date(), True), (local.date() - timedelta(days=1), False)):
+        wanted = "02-28" if month_day == "02-29" and not _is_leap(day.year) else month_day
+        if day.strftime("%m-%d") == wanted and (not need_time or local.time() >= send_at):
+            return f"{kind}#{day.year}"
+    return None
 
 
 def _is_leap(year: int) -> bool:

@@ -22,6 +22,7 @@ from herald.campaigns.model import CampaignFields, CampaignKind, effective_prior
 from herald.campaigns.targeting import targeted_among
 from herald.campaigns.tick import live_campaigns
 from herald.clock import to_iso
+from herald.delivery.queue import delivery_messages
 from herald.store import enrolments as store
 from herald.store.enrolments import Enrolment
 from herald.store.tables import CampaignRecord, ContactRecord
@@ -60,9 +61,14 @@ def on_event(
     occurred_at: datetime,
     now: datetime,
     queue: QueueSend,
+    caused_by: str | None = None,
     campaigns: list[tuple[CampaignRecord, CampaignFields]] | None = None,
 ) -> TriggerReport:
-    """Enrol the contact in every trigger campaign this event fires, once per event."""
+    """Enrol the contact in every trigger campaign this event fires, once per event.
+
+    ``caused_by`` is the campaign an engagement event (``campaign.opened`` ...) is
+    about: a campaign never fires on engagement with its own messages.
+    """
     report = TriggerReport()
     if occurred_at < now - MAX_EVENT_AGE:
         report.skipped = "event older than a day"
@@ -79,6 +85,8 @@ def on_event(
     sends: list[dict[str, Any]] = []
     outbox_ids: list[str] = []
     for record, fields in campaigns:
+        if record.entity_id == caused_by:
+            continue
         if not targeted_among(fields.audience_type, fields.targeting, [contact]):
             continue
         existing = store.get(record.entity_id, contact_id)
@@ -86,7 +94,9 @@ def on_event(
             report.repeated.append(record.entity_id)
             continue
         priority = effective_priority(fields)
-        enrolment = Enrolment(contact_id, event_id, previous=existing.occurrence if existing else None)
+        enrolment = Enrolment(
+            contact_id, event_id, previous=existing.occurrence if existing else None, mark_fired=True
+        )
 
         def sends_of(enrolled: list[Enrolment], campaign_id: str = record.entity_id, p: int = priority) -> Any:
             return [
@@ -110,9 +120,6 @@ def on_event(
         else:
             report.repeated.append(record.entity_id)
     if sends:
-        ordered = sorted(sends, key=lambda s: (s["priority"], s["campaign_id"]))
-        queue(
-            [{"contact_id": contact_id, "sends": [{k: v for k, v in s.items() if k != "contact_id"} for s in ordered]}]
-        )
+        queue(delivery_messages(contact_id, sends))
         store.delete_outbox(outbox_ids)
     return report

@@ -9,10 +9,11 @@ contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
    ``expired`` or ``failed`` is already handled and left alone, so a
    redelivered queue message never sends twice;
 2. suppresses, with a reason, what must not go: the contact is gone
-   (``contact_deleted``), the campaign is gone or not Launched
-   (``campaign_stopped``), no consent for the channel (``no_consent``), an
+   (``contact_deleted``), the campaign is gone (``campaign_deleted``), no
+   consent for the channel (``no_consent``), an
    email hard bounce (``hard_bounce``) or 5+ soft bounces (``soft_bounces``),
-   no address (``no_address``);
+   no address (``no_address``); a send of a *stopped* campaign is deferred
+   hour by hour until it is resumed, and expires 72 hours after it was queued;
 3. settles the channel sends that remain together, by priority, under the
    contact policies (:func:`herald.policy.engine.decide`), against the
    contact's recently sent messages: each one is sent now, **deferred** to
@@ -44,6 +45,7 @@ from herald.activity import service as activity
 from herald.activity.model import EventIn
 from herald.contacts.model import Contact, ContactId
 from herald.delivery import channels as providers
+from herald.delivery.queue import MAX_SENDS_PER_MESSAGE, delivery_messages
 from herald.delivery.render import personalisation, render
 from herald.errors import NotFound
 from herald.observability import logger
@@ -59,6 +61,8 @@ CHANNELS = ("email", "sms", "push")
 LAUNCHED = "Launched"
 CAMPAIGN_ENTITY = "campaign"
 RELEASE_LOOKBACK_HOURS = 48
+# A send of a stopped campaign waits this long (from when it was queued) for a resume.
+STOPPED_HOLD = timedelta(hours=72)
 CONTACT_RETRIES = 5
 RECEIVED_EVENT = "campaign.received"
 
@@ -85,7 +89,7 @@ class DeliveryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     contact_id: ContactId
-    sends: Annotated[list[SendIn], Field(min_length=1, max_length=100)]
+    sends: Annotated[list[SendIn], Field(min_length=1, max_length=MAX_SENDS_PER_MESSAGE)]
 
 
 class Transient(Exception):
@@ -188,7 +192,9 @@ class Sender:
                     self._received(delivery.contact_id, plan, previous.created_at)  # a retry after a lost event
                 continue
             reason = _hold(contact, plan)
-            if reason is not None:
+            if reason == "campaign_stopped" and plan.campaign is not None:
+                self._hold_while_stopped(plan, delivery.contact_id, previous, now)
+            elif reason is not None:
                 self._record(plan, delivery.contact_id, previous, messages.SUPPRESSED, now, reason=reason)
             elif plan.channel in CHANNELS:
                 candidates.append((plan, previous))
@@ -358,6 +364,15 @@ class Sender:
             return  # counted when it was first held back
         self.tally.count(plan.send.campaign_id, status, reason if status == messages.SUPPRESSED else None)
 
+    def _hold_while_stopped(self, plan: _Plan, contact_id: str, previous: MessageRecord | None, now: datetime) -> None:
+        """A send of a stopped campaign waits for its resume (re-checked hourly), or expires."""
+        if now >= plan.send.queued_at.astimezone(UTC) + STOPPED_HOLD:
+            reason = f"campaign stopped for more than {STOPPED_HOLD.total_seconds() / 3600:g} hours"
+            self._record(plan, contact_id, previous, messages.EXPIRED, now, reason=reason)
+            return
+        due_at = clock.to_iso(now + timedelta(hours=1))
+        self._record(plan, contact_id, previous, messages.DEFERRED, now, reason="campaign stopped", due_at=due_at)
+
     def flush_stats(self) -> None:
         self.tally.flush(clock.now().astimezone(UTC).strftime("%Y-%m-%d"))
 
@@ -397,9 +412,8 @@ def release_due(now: datetime, queue_send: QueueSend, lookback_hours: int = RELE
     payloads: list[dict[str, Any]] = []
     released = 0
     for contact_id, sends in sorted(by_contact.items()):
-        ordered = sorted(sends.values(), key=lambda s: (s["priority"], s["campaign_id"], s["occurrence"]))
-        payloads.append({"contact_id": contact_id, "sends": ordered})
-        released += len(ordered)
+        payloads += delivery_messages(contact_id, list(sends.values()))
+        released += len(sends)
     if payloads:
         queue_send(payloads)
     return released
@@ -442,7 +456,9 @@ def suppression_reason(contact: Contact, channel: str) -> str | None:
 def _hold(contact: Contact | None, plan: _Plan) -> str | None:
     if contact is None:
         return "contact_deleted"
-    if plan.campaign is None or plan.campaign.state != LAUNCHED:
+    if plan.campaign is None:
+        return "campaign_deleted"
+    if plan.campaign.state != LAUNCHED:
         return "campaign_stopped"
     if plan.channel in CHANNELS:
         return suppression_reason(contact, plan.channel)

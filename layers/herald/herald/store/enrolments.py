@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import zlib
@@ -33,6 +34,7 @@ from pynamodb.transactions import TransactWrite
 
 from herald.store.tables import (
     EnrolmentRecord,
+    FiredRecord,
     LeaseRecord,
     OutboxRecord,
     RosterRecord,
@@ -76,11 +78,17 @@ def bucket_of(contact_id: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def read_roster(name: str) -> set[str]:
-    """Every id in a roster (a Query over its bucket items; buckets exist only once used)."""
+def read_roster(name: str, reads: Any = None) -> set[str]:
+    """Every id in a roster (a Query over its bucket items; buckets exist only once used).
+
+    ``reads`` (a ``ReadCount``) is charged the bucket items read.
+    """
     ids: set[str] = set()
-    for record in RosterRecord.query(roster_key(name), consistent_read=True):
+    results = RosterRecord.query(roster_key(name), consistent_read=True)
+    for record in results:
         ids |= set(record.ids or ())
+    if reads is not None:
+        reads.items += results.total_count
     return ids
 
 
@@ -140,6 +148,8 @@ class Enrolment:
     occurrence: str
     previous: str | None = None
     reenrol: bool = False
+    # Event triggers: also record that this occurrence fired (a marker item, once ever).
+    mark_fired: bool = False
 
 
 @dataclass
@@ -174,13 +184,17 @@ def _enrol_chunk(
     attempt = 0
     while pending:
         operations = [_enrolment_operation(campaign_id, e, now) for e in pending]
+        operations += [_fired_operation(campaign_id, e, now) for e in pending if e.mark_fired]
         payload = sends_of(pending)
         outbox = OutboxRecord(OUTBOX, outbox_id, sends=json.dumps(payload), created_at=now)
         operations.append(Operation("put", outbox, "outbox", versioned=False))
         labels = labels_in_wire_order(operations)
+        # The same request retried by botocore after a lost response is recognised by
+        # DynamoDB (for 10 minutes) and answered as the success it was.
+        token = hashlib.sha256("|".join([outbox_id, *labels]).encode()).hexdigest()[:36]
         try:
             report.requests += 1
-            with TransactWrite(connection=default_connection()) as transaction:
+            with TransactWrite(connection=default_connection(), client_request_token=token) as transaction:
                 for op in operations:
                     add_operation(transaction, op)
         except TransactWriteError as exc:
@@ -228,6 +242,14 @@ def _enrolment_operation(campaign_id: str, enrolment: Enrolment, now: str) -> Op
         EnrolmentRecord.exit_reason.remove(),
     ]
     return Operation("update", record, enrolment.contact_id, condition=condition, actions=actions, versioned=False)
+
+
+def _fired_operation(campaign_id: str, enrolment: Enrolment, now: str) -> Operation:
+    marker = FiredRecord(f"fired#{program_key(campaign_id)}", f"{enrolment.contact_id}#{enrolment.occurrence}", at=now)
+    # Labelled with the contact, like its enrolment: either condition failing means "taken".
+    return Operation(
+        "put", marker, enrolment.contact_id, condition=FiredRecord.entity_id.does_not_exist(), versioned=False
+    )
 
 
 def exit_contacts(campaign_id: str, contact_ids: list[str], reason: str, now: str) -> tuple[list[str], int]:
@@ -285,6 +307,11 @@ def get(campaign_id: str, contact_id: str) -> EnrolmentRecord | None:
 def batch_get(campaign_id: str, contact_ids: Iterable[str]) -> dict[str, EnrolmentRecord]:
     key = program_key(campaign_id)
     return {r.contact_id: r for r in EnrolmentRecord.batch_get([(key, c) for c in contact_ids])}
+
+
+def ever_enrolled(campaign_id: str) -> bool:
+    """True if any contact was ever enrolled under this campaign id."""
+    return any(True for _ in EnrolmentRecord.query(program_key(campaign_id), limit=1, attributes_to_get=["contact_id"]))
 
 
 def of_contact(contact_id: str) -> list[EnrolmentRecord]:

@@ -484,6 +484,21 @@ class OutboxRecord(Model):
     created_at = UnicodeAttribute()
 
 
+class FiredRecord(Model):
+    """One event that fired a trigger campaign for a contact (``fired#campaign#<id>``, ``<contact>#<event>``).
+
+    Written in the enrolment's transaction, so a replayed or reordered stream record
+    meets its condition and fires nothing twice.
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    at = UnicodeAttribute()
+
+
 class LeaseRecord(Model):
     """A short lease so overlapping ticks do not both work one campaign (correctness never depends on it)."""
 
@@ -527,6 +542,7 @@ ALL_MODELS += [
     ("catalog", RosterRecord),
     ("catalog", OutboxRecord),
     ("catalog", LeaseRecord),
+    ("catalog", FiredRecord),
     ("catalog", AlertRecord),
     ("stats", StatsRecord),
 ]
