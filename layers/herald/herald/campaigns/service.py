@@ -52,7 +52,7 @@ from herald.store.tables import (
     RosterRecord,
     SegmentRecord,
 )
-from herald.store.transactions import is_condition_failure
+from herald.store.transactions import is_condition_failure, save_new
 
 ENTITY = "campaign"
 FORECAST_DAYS = 7
@@ -90,12 +90,7 @@ def create(data: CampaignIn, services: Services) -> Campaign:
         created_at=now,
         updated_at=now,
     )
-    try:
-        record.save(condition=CampaignRecord.entity_id.does_not_exist())
-    except PutError as exc:
-        if is_condition_failure(exc):
-            raise Conflict(f"campaign {record.entity_id} already exists", id=record.entity_id) from exc
-        raise
+    save_new(record, "campaign")
     _sync_subscribers(record.entity_id, fields.alert_subscribers, services)
     return to_campaign(record)
 

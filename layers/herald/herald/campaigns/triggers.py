@@ -94,9 +94,7 @@ def on_event(
             report.repeated.append(record.entity_id)
             continue
         priority = effective_priority(fields)
-        enrolment = Enrolment(
-            contact_id, event_id, previous=existing.occurrence if existing else None, mark_fired=True
-        )
+        enrolment = Enrolment(contact_id, event_id, previous=existing.occurrence if existing else None, mark_fired=True)
 
         def sends_of(enrolled: list[Enrolment], campaign_id: str = record.entity_id, p: int = priority) -> Any:
             return [

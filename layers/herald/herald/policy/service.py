@@ -21,12 +21,12 @@ from pynamodb.exceptions import DeleteError, PutError
 from herald import clock
 from herald.contacts.model import is_valid_id
 from herald.cursor import decode_cursor, encode_cursor
-from herald.errors import Conflict, NotFound, StaleVersion
+from herald.errors import NotFound, StaleVersion
 from herald.policy.engine import Cap, ContactPolicy, QuietHours
 from herald.policy.model import CapOut, Policy, PolicyIn, PolicyPatch, QuietHoursOut
 from herald.store import contacts as contact_store
 from herald.store.tables import PolicyRecord
-from herald.store.transactions import is_condition_failure
+from herald.store.transactions import is_condition_failure, save_new
 
 ENTITY_TYPE = "policy"
 CACHE_SECONDS = 60.0
@@ -46,12 +46,7 @@ def create(data: PolicyIn) -> Policy:
         created_at=now,
         updated_at=now,
     )
-    try:
-        record.save(condition=PolicyRecord.entity_id.does_not_exist())
-    except PutError as exc:
-        if is_condition_failure(exc):
-            raise Conflict(f"contact policy {record.entity_id} already exists", id=record.entity_id) from exc
-        raise
+    save_new(record, "contact policy")
     clear_cache()
     return to_policy(record)
 

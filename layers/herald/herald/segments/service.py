@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
 from herald import clock
@@ -41,7 +41,7 @@ from herald.segments.model import (
 from herald.store import contacts as contact_store
 from herald.store import segments as store
 from herald.store.tables import AuditRecord, ContactRecord, MembershipRecord, SegmentRecord
-from herald.store.transactions import commit_units, is_condition_failure
+from herald.store.transactions import commit_units, is_condition_failure, save_new
 
 FLEXI_OVERRIDE_WARNING = (
     "this {type} is flexi: the next nightly recalculation re-applies its rule and overrides manual and "
@@ -87,12 +87,7 @@ def create(group_type: GroupType, data: DefinitionIn, runner: Runner) -> Definit
         created_at=now,
         updated_at=now,
     )
-    try:
-        record.save(condition=SegmentRecord.entity_id.does_not_exist())
-    except PutError as exc:
-        if is_condition_failure(exc):
-            raise Conflict(f"{group_type.value} {record.entity_id} already exists", id=record.entity_id) from exc
-        raise
+    save_new(record, group_type.value)
     if rule is not None:
         recalculation.start_run(
             f"fill {group_type.value}", runner.enqueue, runner.parts, [(group_type, record.entity_id)]

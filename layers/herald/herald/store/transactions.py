@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
+
+from herald.errors import Conflict
 
 MAX_TRANSACTION_ITEMS = 100
 CONFLICT_RETRIES = 6
@@ -116,6 +118,16 @@ CONFLICT = "conflict"
 def is_condition_failure(exc: Exception) -> bool:
     """True if a single-item write was refused by its condition (not an infrastructure error)."""
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def save_new(record: Any, what: str) -> None:
+    """Put a catalog definition only if its key is free; a taken id is a 409 naming it."""
+    try:
+        record.save(condition=type(record).entity_id.does_not_exist())
+    except PutError as exc:
+        if is_condition_failure(exc):
+            raise Conflict(f"{what} {record.entity_id} already exists", id=record.entity_id) from exc
+        raise
 
 
 def commit_units(units: Sequence[Unit], connection: Connection | None = None) -> CommitReport:
