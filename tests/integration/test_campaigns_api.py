@@ -299,3 +299,23 @@ def test_the_sample_events_run_the_tick_and_the_trigger_functions(herald: Herald
     assert enrolled("welcome") == {"ada": "active"}
     bodies = herald.queue_messages("DeliveryQueue")
     assert sorted(s["campaign_id"] for b in bodies for s in b["sends"]) == ["sale", "welcome"]
+
+
+def test_a_campaign_uses_its_customer_group_until_it_stops_targeting_it(herald: Herald) -> None:
+    group(herald, "vip")
+    group(herald, "gold")
+    created = campaign(herald, "c", {"group_id": "vip"})
+    assert created["version"] == 1
+    in_use = herald.call("DELETE", "/groups/vip")
+    assert in_use.status == 409 and in_use.body["used_by"] == ["campaign#c"]
+    moved = herald.call("PATCH", "/campaigns/c", {"targeting": {"group_id": "gold"}}, headers={"If-Match": '"1"'})
+    assert moved.status == 200 and moved.body["version"] == 2
+    assert herald.call("GET", "/groups/gold").body["ref_count"] == 1
+    assert herald.call("DELETE", "/groups/vip").status == 204
+    stale = herald.call("PATCH", "/campaigns/c", {"targeting": {"status": "Active"}}, headers={"If-Match": '"1"'})
+    assert stale.status == 409
+    # A forced deletion detaches the campaign; the campaign can still move on and be deleted.
+    forced = herald.call("DELETE", "/groups/gold?force=true&reason=retired")
+    assert forced.status == 202 and forced.body["detached"] == ["campaign#c"]
+    assert herald.call("PATCH", "/campaigns/c", {"targeting": {"status": "Active"}}).status == 200
+    assert herald.call("DELETE", "/campaigns/c").status == 204

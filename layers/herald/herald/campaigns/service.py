@@ -43,6 +43,8 @@ from herald.segments.evaluation import SOFT_BOUNCE_LIMIT
 from herald.segments.model import GroupType
 from herald.store import contacts as contact_store
 from herald.store import enrolments
+from herald.store import groups as group_store
+from herald.store.contacts import GROUP_LABEL_PREFIX
 from herald.store.tables import (
     CampaignRecord,
     CampaignTestRecord,
@@ -52,9 +54,10 @@ from herald.store.tables import (
     RosterRecord,
     SegmentRecord,
 )
-from herald.store.transactions import is_condition_failure, save_new
+from herald.store.transactions import Operation, Unit, commit_units, is_condition_failure, save_new
 
 ENTITY = "campaign"
+CAMPAIGN_LABEL = "campaign"
 FORECAST_DAYS = 7
 FORECAST_SAMPLE = 500
 
@@ -90,7 +93,12 @@ def create(data: CampaignIn, services: Services) -> Campaign:
         created_at=now,
         updated_at=now,
     )
-    save_new(record, "campaign")
+    group_id = fields.targeting.group_id
+    if group_id is None:
+        save_new(record, "campaign")
+    else:
+        new = Operation("put", record, CAMPAIGN_LABEL, condition=CampaignRecord.entity_id.does_not_exist())
+        _commit_with_group_refs(record, new, added=group_id, removed=None)
     _sync_subscribers(record.entity_id, fields.alert_subscribers, services)
     return to_campaign(record)
 
@@ -123,10 +131,15 @@ def update(campaign_id: str, patch: CampaignPatch, services: Services, if_match:
     _check_references(fields)
     if record.state == State.LAUNCHED and fields.targeting.audience_id:
         segments.lock_audience(fields.targeting.audience_id, campaign_id)
+    before = (record.spec.get("targeting") or {}).get("group_id")
     record.name = fields.name
     record.spec = fields.model_dump(mode="json")
     record.updated_at = clock.now_iso()
-    _save(record)
+    after = fields.targeting.group_id
+    if before == after:
+        _save(record)
+    else:
+        _commit_with_group_refs(record, Operation("put", record, CAMPAIGN_LABEL), added=after, removed=before)
     _sync_subscribers(campaign_id, fields.alert_subscribers, services)
     return to_campaign(record)
 
@@ -136,12 +149,9 @@ def delete(campaign_id: str, services: Services) -> None:
     record = _record(campaign_id)
     if record.state == State.LAUNCHED:
         raise Conflict("stop the campaign before deleting it", state=record.state)
-    try:
-        record.delete(condition=CampaignRecord.state != State.LAUNCHED.value)
-    except Exception as exc:
-        if is_condition_failure(exc):
-            raise Conflict("the campaign was launched meanwhile", id=campaign_id) from exc
-        raise
+    group_id = (record.spec.get("targeting") or {}).get("group_id")
+    gone = Operation("delete", record, CAMPAIGN_LABEL, condition=CampaignRecord.state != State.LAUNCHED.value)
+    _commit_with_group_refs(record, gone, added=None, removed=group_id)
     for name in (f"campaign#{campaign_id}", f"campaign#{campaign_id}#exited"):
         with RosterRecord.batch_write() as batch:
             for bucket in RosterRecord.query(enrolments.roster_key(name)):
@@ -528,6 +538,48 @@ def _contact(contact_id: str) -> ContactRecord:
         return ContactRecord.get(contact_id, consistent_read=True)
     except ContactRecord.DoesNotExist as exc:
         raise NotFound(f"contact {contact_id} does not exist", id=contact_id) from exc
+
+
+def _commit_with_group_refs(
+    record: CampaignRecord, operation: Operation, added: str | None, removed: str | None
+) -> None:
+    """Write the campaign and its customer-group references in one transaction.
+
+    A campaign targeting a group is one of its users (``ref#group#<id>``, the group's
+    ``ref_count``), so the group cannot be deleted under it without ``force``.
+    """
+    referrer = f"campaign#{record.entity_id}"
+    operations = [operation]
+    if added:
+        operations += group_store.reference_unit(added, referrer, add=True).operations
+    if removed:
+        operations += group_store.reference_unit(removed, referrer, add=False).operations
+    failure = commit_units([Unit(tag=record.entity_id, operations=operations)]).failures.get(0)
+    if failure is None:
+        return
+    if CAMPAIGN_LABEL in failure.labels:
+        current = _record_or_none(record.entity_id)
+        if operation.verb == "put" and operation.condition is not None:
+            raise Conflict(f"campaign {record.entity_id} already exists", id=record.entity_id)
+        if current is None:
+            raise NotFound(f"campaign {record.entity_id} does not exist", id=record.entity_id)
+        if operation.verb == "delete":
+            raise Conflict("the campaign was launched meanwhile", id=record.entity_id)
+        raise StaleVersion(ENTITY, record.entity_id, int(current.version or 0))
+    if added and f"{GROUP_LABEL_PREFIX}{added}" in failure.labels:
+        raise ValidationFailed.one("targeting.group_id", f"customer group {added} does not exist or is being deleted")
+    if removed and group_store.REF_LABEL in failure.labels:
+        # The old group was force-deleted (its references dropped): nothing to release.
+        _commit_with_group_refs(record, operation, added=added, removed=None)
+        return
+    raise Conflict(failure.message)
+
+
+def _record_or_none(campaign_id: str) -> CampaignRecord | None:
+    try:
+        return CampaignRecord.get(ENTITY, campaign_id, consistent_read=True)
+    except CampaignRecord.DoesNotExist:
+        return None
 
 
 def _save(record: CampaignRecord, state: State | None = None) -> None:
