@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 
 from herald.api.responses import etag, json_response, parse_if_match
-from herald.campaigns import alerts, service
+from herald.campaigns import alerts, review, service
 from herald.campaigns.model import CampaignIn, CampaignPatch, LaunchIn, TestIn
 from herald.campaigns.service import Services
 from herald.cursor import decode_cursor, encode_cursor
@@ -64,17 +64,17 @@ def delete(campaign_id: str) -> Response[Any]:
 
 @router.get("/campaigns/<campaign_id>/checklist", summary="The launch checklist")
 def checklist(campaign_id: str) -> Response[Any]:
-    return json_response(200, service.checklist(campaign_id))
+    return json_response(200, review.checklist(campaign_id))
 
 
 @router.post("/campaigns/<campaign_id>/test", summary="Test the campaign on a sample contact")
 def test(campaign_id: str, body: TestIn) -> Response[Any]:
-    return json_response(200, service.test(campaign_id, body.contact_id, services()))
+    return json_response(200, review.test(campaign_id, body.contact_id))
 
 
 @router.get("/campaigns/<campaign_id>/forecast", summary="Expected sends per day for the next 7 days")
 def forecast(campaign_id: str) -> Response[Any]:
-    return json_response(200, service.forecast(campaign_id, services()))
+    return json_response(200, review.forecast(campaign_id))
 
 
 @router.post("/campaigns/<campaign_id>/launch", summary="Launch (refused on a failing checklist unless forced)")
