@@ -12,6 +12,8 @@ contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
    (``contact_deleted``), the campaign is gone (``campaign_deleted``), no
    consent for the channel (``no_consent``), an
    email hard bounce (``hard_bounce``) or 5+ soft bounces (``soft_bounces``),
+   a suppression matching the channel and scope (its reason, e.g.
+   ``complaint``; all of the contact's suppressions are one Query),
    no address (``no_address``); a send of a *stopped* campaign is deferred
    hour by hour until it is resumed, and expires 72 hours after it was queued;
 3. settles the channel sends that remain together, by priority, under the
@@ -55,6 +57,7 @@ from herald.segments.evaluation import SOFT_BOUNCE_LIMIT
 from herald.store import contacts as contact_store
 from herald.store import enrolments as stats_store
 from herald.store import messages
+from herald.store import suppressions as suppression_store
 from herald.store.tables import CampaignRecord, MessageRecord
 
 CHANNELS = ("email", "sms", "push")
@@ -182,6 +185,8 @@ class Sender:
         """Settle, send and record every action of the contact's sends (idempotent)."""
         now = clock.now().astimezone(UTC)
         contact = contact_store.get(delivery.contact_id)
+        # D3: every suppression of the contact, one Query per delivery message.
+        suppressed = suppression_store.of_contact(delivery.contact_id) if contact is not None else {}
         plans = self._plans(delivery)
         existing = messages.get_many(p.message_id for p in plans)
         candidates: list[tuple[_Plan, MessageRecord | None]] = []
@@ -191,7 +196,7 @@ class Sender:
                 if previous.status == messages.SENT and contact is not None and plan.channel in CHANNELS:
                     self._received(delivery.contact_id, plan, previous.created_at)  # a retry after a lost event
                 continue
-            reason = _hold(contact, plan)
+            reason = _hold(contact, plan, suppressed)
             if reason == "campaign_stopped" and plan.campaign is not None:
                 self._hold_while_stopped(plan, delivery.contact_id, previous, now)
             elif reason is not None:
@@ -438,8 +443,20 @@ def history(contact_id: str, since: datetime) -> list[engine.Sent]:
 # --------------------------------------------------------------------------
 
 
-def suppression_reason(contact: Contact, channel: str) -> str | None:
-    """Why a channel message must not go to this contact now (seed 002), or None."""
+def suppression_reason(
+    contact: Contact,
+    channel: str,
+    suppressed: dict[str, str] | None = None,
+    campaign_id: str | None = None,
+    category: str | None = None,
+    campaign_group: str | None = None,
+) -> str | None:
+    """Why a channel message must not go to this contact now (seed 002), or None.
+
+    ``suppressed`` is the contact's suppressions (``scope -> reason``, see
+    :mod:`herald.store.suppressions`); a matching one gives its reason
+    (``complaint`` for an SES complaint).
+    """
     consent = contact.consent.get(channel)
     if consent is None or not consent.granted:
         return "no_consent"
@@ -448,12 +465,15 @@ def suppression_reason(contact: Contact, channel: str) -> str | None:
             return "hard_bounce"
         if contact.bounce.soft_count >= SOFT_BOUNCE_LIMIT:
             return "soft_bounces"
+    scoped = suppression_store.matching(suppressed or {}, channel, campaign_id, category, campaign_group)
+    if scoped is not None:
+        return scoped
     if not _address(contact, channel):
         return "no_address"
     return None
 
 
-def _hold(contact: Contact | None, plan: _Plan) -> str | None:
+def _hold(contact: Contact | None, plan: _Plan, suppressed: dict[str, str] | None = None) -> str | None:
     if contact is None:
         return "contact_deleted"
     if plan.campaign is None:
@@ -461,7 +481,10 @@ def _hold(contact: Contact | None, plan: _Plan) -> str | None:
     if plan.campaign.state != LAUNCHED:
         return "campaign_stopped"
     if plan.channel in CHANNELS:
-        return suppression_reason(contact, plan.channel)
+        spec = _spec(plan)
+        return suppression_reason(
+            contact, plan.channel, suppressed, plan.send.campaign_id, spec.get("category"), spec.get("campaign_group")
+        )
     if plan.channel == "none":
         return "no_actions"
     if plan.channel not in ("points", "stage"):

@@ -693,6 +693,8 @@ class MessageRecord(Model):
     provider_message_id = UnicodeAttribute(null=True)
     claim = UnicodeAttribute(null=True)
     expires_at = NumberAttribute(null=True)
+    # Set by SES event ingestion (herald.delivery.ingestion).
+    delivered_at = UnicodeAttribute(null=True)
 
     contact_time_index = MessageContactTimeIndex()
     program_time_index = MessageProgramTimeIndex()
@@ -721,3 +723,38 @@ class PolicyRecord(Model):
 
 
 ALL_MODELS.append(("catalog", PolicyRecord))
+
+
+# --------------------------------------------------------------------------
+# Suppressions and idempotency markers (issue 5: SES event ingestion)
+# --------------------------------------------------------------------------
+
+
+class SuppressionRecord(Model):
+    """A contact must not get messages in ``scope`` (``<channel|all>#<all|campaign#id|category#c|group#g>``).
+
+    D3: every suppression of a contact is one Query on ``contact_id``.
+    """
+
+    class Meta:
+        table_name = "SuppressionsTable"
+
+    contact_id = UnicodeAttribute(hash_key=True)
+    scope = UnicodeAttribute(range_key=True)
+    reason = UnicodeAttribute()
+    at = UnicodeAttribute()
+    source = UnicodeAttribute(null=True)
+
+
+class IdempotencyRecord(Model):
+    """A marker that one external event (``id``) was applied; DynamoDB TTL removes it at ``expiration``."""
+
+    class Meta:
+        table_name = "IdempotencyTable"
+
+    id = UnicodeAttribute(hash_key=True)
+    expiration = NumberAttribute()
+    kind = UnicodeAttribute(null=True)
+
+
+ALL_MODELS += [("suppressions", SuppressionRecord), ("idempotency", IdempotencyRecord)]
