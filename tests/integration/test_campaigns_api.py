@@ -136,6 +136,12 @@ def test_test_shows_why_a_contact_is_held_back(herald: Herald) -> None:
     assert held["actions"][0]["held_back"][0]["by"] == "consent"
     bounced = herald.call("POST", "/campaigns/c/test", {"contact_id": "bounced"}).body
     assert [h["by"] for h in bounced["actions"][0]["held_back"]] == ["suppression"]
+    from herald.store.tables import SuppressionRecord
+
+    customer(herald, "complained", groups=["vip"])
+    SuppressionRecord("complained", "email#all", reason="complaint", at="2026-11-20T10:00:00.000Z").save()
+    complained = herald.call("POST", "/campaigns/c/test", {"contact_id": "complained"}).body
+    assert complained["actions"][0]["held_back"] == [{"by": "suppression", "reason": "complaint"}]
     outside = herald.call("POST", "/campaigns/c/test", {"contact_id": "outside"}).body
     assert outside["targeting"]["matches"] is False
     failing = [c for c in outside["targeting"]["checks"] if not c["matches"]]

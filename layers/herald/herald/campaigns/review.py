@@ -24,15 +24,17 @@ from herald.campaigns.model import (
 )
 from herald.campaigns.targeting import explain_contact, matching_ids, membership_keys_needed, targeted_among
 from herald.campaigns.tick import DAY_TRIGGER_INDEX
+from herald.contacts.model import Contact
 from herald.delivery.render import personalisation, render
 from herald.delivery.sender import history as sender_history
+from herald.delivery.sender import suppression_reason
 from herald.errors import NotFound
 from herald.policy import engine
 from herald.policy.service import load_policies
-from herald.segments.evaluation import SOFT_BOUNCE_LIMIT
 from herald.store import campaigns as campaign_store
 from herald.store import contacts as contact_store
 from herald.store import enrolments
+from herald.store import suppressions as suppression_store
 from herald.store.campaigns import ENTITY
 from herald.store.tables import CampaignRecord, CampaignTestRecord, ContactRecord, MembershipRecord
 from herald.store.transactions import is_condition_failure
@@ -41,6 +43,8 @@ FORECAST_DAYS = 7
 FORECAST_SAMPLE = 500
 # How far back contact-policy history is read for a test or forecast (the longest cap window).
 HISTORY_DAYS = 31
+# The sender's hold reasons, by what the test shows them as (anything else is a suppression).
+_HOLD_KIND = {"no_consent": "consent", "no_address": "address"}
 
 
 def checklist(campaign_id: str) -> dict[str, Any]:
@@ -90,7 +94,8 @@ def test(campaign_id: str, contact_id: str) -> dict[str, Any]:
     record = campaign_store.require(campaign_id)
     fields = CampaignFields.model_validate(record.spec)
     contact_record = _contact(contact_id)
-    contact = contact_store.from_record(contact_record).model_dump(mode="json")
+    person = contact_store.from_record(contact_record)
+    contact = person.model_dump(mode="json")
     now = clock.now()
     keys = membership_keys_needed(fields.targeting)
     held = {m.group_key for m in MembershipRecord.batch_get([(k, contact_id) for k in keys])} if keys else set()
@@ -98,7 +103,7 @@ def test(campaign_id: str, contact_id: str) -> dict[str, Any]:
     view["badge_ids"] = contact_record.badge_ids or set()
     targeting = explain_contact(fields.audience_type, fields.targeting, view, held)
     enrolment = enrolments.get(campaign_id, contact_id)
-    sends = _would_send(record, fields, contact, now)
+    sends = _would_send(record, fields, person, now)
     result = {
         "campaign_id": campaign_id,
         "contact_id": contact_id,
@@ -135,11 +140,10 @@ def _enrolment_view(record: Any, fields: CampaignFields) -> dict[str, Any]:
     return view
 
 
-def _would_send(
-    record: CampaignRecord, fields: CampaignFields, contact: dict[str, Any], now: datetime
-) -> list[dict[str, Any]]:
+def _would_send(record: CampaignRecord, fields: CampaignFields, person: Contact, now: datetime) -> list[dict[str, Any]]:
     campaign_view = {"id": record.entity_id, "name": fields.name}
-    person = personalisation(contact)
+    contact = person.model_dump(mode="json")
+    suppressed = suppression_store.of_contact(person.contact_id)
     zone = ZoneInfo(contact.get("time_zone") or "UTC")
     policies = load_policies()
     history = sender_history(contact["contact_id"], now - timedelta(days=HISTORY_DAYS))
@@ -148,11 +152,11 @@ def _would_send(
         data = action.model_dump(mode="json")
         if action.type in CHANNEL_ACTIONS:
             rendered = {
-                k: render(v, person, campaign_view)
+                k: render(v, personalisation(contact), campaign_view)
                 for k, v in data.items()
                 if k in ("subject", "body", "text", "title")
             }
-            held = _holds(contact, action.type)
+            held = _holds(person, action.type, suppressed, record.entity_id, fields)
             if not held:
                 candidate = engine.Candidate(
                     f"{index}", action.type, effective_priority(fields), now, fields.category, fields.campaign_group
@@ -175,23 +179,12 @@ def _would_send(
     return out
 
 
-def _holds(contact: dict[str, Any], channel: str) -> list[dict[str, Any]]:
-    """Consent and suppression holds on one channel (the sender checks them again at send time)."""
-    holds = []
-    consent = (contact.get("consent") or {}).get(channel) or {}
-    if not consent.get("granted"):
-        holds.append({"by": "consent", "reason": f"no {channel} consent"})
-    bounce = contact.get("bounce") or {}
-    if channel == "email" and bounce.get("hard"):
-        holds.append({"by": "suppression", "reason": "hard bounce"})
-    elif channel == "email" and int(bounce.get("soft_count") or 0) >= SOFT_BOUNCE_LIMIT:
-        holds.append({"by": "suppression", "reason": f"{bounce.get('soft_count')} soft bounces"})
-    address = {"email": contact.get("email"), "sms": contact.get("phone")}.get(channel, "push")
-    if channel == "push":
-        address = (contact.get("attributes") or {}).get("push_endpoint_arn")
-    if not address:
-        holds.append({"by": "address", "reason": f"no {channel} address"})
-    return holds
+def _holds(
+    contact: Contact, channel: str, suppressed: dict[str, str], campaign_id: str, fields: CampaignFields
+) -> list[dict[str, Any]]:
+    """What holds a channel send back before any policy: the sender's own check, named by kind."""
+    reason = suppression_reason(contact, channel, suppressed, campaign_id, fields.category, fields.campaign_group)
+    return [] if reason is None else [{"by": _HOLD_KIND.get(reason, "suppression"), "reason": reason}]
 
 
 def forecast(campaign_id: str) -> dict[str, Any]:
@@ -211,7 +204,7 @@ def forecast(campaign_id: str) -> dict[str, Any]:
     days = [(now + timedelta(days=d)).date().isoformat() for d in range(FORECAST_DAYS)]
     per_day = {d: {"sends": 0.0, "deferred_in": 0.0} for d in days}
     totals = {"expired": 0.0, "held_back": 0.0}
-    projection = _Projection(fields, now, per_day, totals)
+    projection = _Projection(campaign_id, fields, now, per_day, totals)
     basis: dict[str, Any]
     if fields.trigger and fields.trigger.event:
         since = (now - timedelta(days=7)).date().isoformat()
@@ -263,8 +256,14 @@ class _Projection:
     """Runs sampled contacts' sends through the same checks as the sender, onto forecast days."""
 
     def __init__(
-        self, fields: CampaignFields, now: datetime, per_day: dict[str, dict[str, float]], totals: dict[str, float]
+        self,
+        campaign_id: str,
+        fields: CampaignFields,
+        now: datetime,
+        per_day: dict[str, dict[str, float]],
+        totals: dict[str, float],
     ) -> None:
+        self.campaign_id = campaign_id
         self.fields = fields
         self.now = now
         self.per_day = per_day
@@ -273,12 +272,14 @@ class _Projection:
         self.channels = [a.type for a in fields.actions if a.type in CHANNEL_ACTIONS]
 
     def add(self, record: ContactRecord, start: datetime, scale: float) -> None:
-        contact = contact_store.from_record(record).model_dump(mode="json")
+        person = contact_store.from_record(record)
+        contact = person.model_dump(mode="json")
+        suppressed = suppression_store.of_contact(record.contact_id)
         history = sender_history(record.contact_id, self.now - timedelta(days=HISTORY_DAYS))
         zone = ZoneInfo(contact.get("time_zone") or "UTC")
         fields = self.fields
         for channel in self.channels:
-            if _holds(contact, channel):
+            if _holds(person, channel, suppressed, self.campaign_id, fields):
                 self.totals["held_back"] += scale
                 continue
             candidate = engine.Candidate(
