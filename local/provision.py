@@ -92,6 +92,18 @@ def _create_topics(template: Template, done: Provisioned) -> None:
     for logical_id in template.of_type("AWS::SNS::Topic"):
         client.create_topic(Name=template.physical_name(logical_id))
         done.topics.append(template.physical_name(logical_id))
+    _subscribe_queues(template, client)
+
+
+def _subscribe_queues(template: Template, client: Any) -> None:
+    """SNS → SQS subscriptions (SES events reach their queue as in AWS; SNS-wrapped)."""
+    for resource in template.of_type("AWS::SNS::Subscription").values():
+        if "Condition" in resource and not template.condition(resource["Condition"]):
+            continue
+        properties = template.resolve(resource.get("Properties", {}))
+        if properties.get("Protocol") != "sqs":
+            continue  # email subscriptions need a person to confirm; nothing to do locally
+        client.subscribe(TopicArn=properties["TopicArn"], Protocol="sqs", Endpoint=properties["Endpoint"])
 
 
 def _create_state_machines(template: Template, done: Provisioned) -> None:

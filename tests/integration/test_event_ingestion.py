@@ -443,3 +443,19 @@ def test_the_sample_event_applies_through_the_function_once(herald: Herald) -> N
     after = contact_store.get("c-1001")
     assert after is not None and after.bounce.hard and after.version == 2
     assert stats("spring-sale").get("bounced_hard") == 1
+
+
+def test_an_event_published_to_the_ses_topic_reaches_the_function_sns_wrapped(herald: Herald) -> None:
+    contact(herald, "c1")
+    message = sent_email(herald)
+    sns = boto3.client("sns")
+    topic = next(
+        t["TopicArn"]
+        for t in sns.list_topics()["Topics"]
+        if t["TopicArn"].endswith(herald.template.physical_name("SesEventsTopic"))
+    )
+    sns.publish(TopicArn=topic, Message=json.dumps(ses_event(message, "Bounce", bounce_type="Permanent")))
+    herald.drain("EventIngestionFunction")
+    after = contact_store.get("c1")
+    assert after is not None and after.bounce.hard is True
+    assert stats("spring").get("bounced_hard") == 1
