@@ -17,7 +17,8 @@ from herald import clock
 from herald.delivery import channels, sender
 from herald.policy import service as policies
 from herald.policy.model import PolicyIn
-from herald.store import enrolments, messages
+from herald.store import messages
+from herald.store import stats as stats_store
 from herald.store.tables import CampaignRecord, MessageRecord
 from tests.harness import Herald, load_event
 
@@ -127,7 +128,7 @@ def record(campaign_id: str, contact_id: str, index: int = 0, occurrence: str = 
 
 
 def stats(campaign_id: str) -> dict[str, Any]:
-    return enrolments.read_stats(f"campaign#{campaign_id}").get("total", {})
+    return stats_store.read_stats(f"campaign#{campaign_id}").get("total", {})
 
 
 def cap_policy(max_messages: int = 1, window_hours: int = 24, expire_after_hours: int = 200) -> None:
@@ -213,7 +214,7 @@ def test_each_channel_is_rendered_sent_and_recorded(herald: Herald, time_: Clock
         assert stored.due_hour is None and stored.claim is None
     assert record("welcome", "c1").provider_message_id == mail.id  # type: ignore[union-attr]
     assert stats("welcome")["sent"] == 3
-    assert enrolments.read_stats("campaign#welcome")["day#2026-11-23"]["sent"] == 3
+    assert stats_store.read_stats("campaign#welcome")["day#2026-11-23"]["sent"] == 3
     # Rules on campaign responses see the send.
     assert herald.call("GET", "/contacts/c1").body["campaigns_received"] == ["welcome"]
 

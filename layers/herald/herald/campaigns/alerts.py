@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 
 from herald.campaigns.model import CampaignFields
-from herald.store import enrolments as store
+from herald.store import stats
 from herald.store.tables import AlertRecord, CampaignRecord
 
 BELOW = "in_campaign_below_expected"
@@ -79,7 +79,7 @@ def check_in_campaign(
 ) -> int:
     """Raise or clear the alert for this tick's In-Campaign %; returns writes made."""
     subject = f"campaign#{record.entity_id}"
-    alerting = bool(store.read_stats(subject, "total").get("total", {}).get("alerting"))
+    alerting = bool(stats.read_stats(subject, "total").get("total", {}).get("alerting"))
     below = pct < fields.expected_in_campaign_pct
     if below == alerting:
         return 0
@@ -111,7 +111,7 @@ def check_in_campaign(
         )
     key = f"alert#campaign#{record.entity_id}"
     AlertRecord(key, f"{now_iso}#{kind}", kind=kind, message=message, figures=numbers, at=now_iso).save()
-    store.add_stats(subject, "total", {}, {"alerting": 1 if below else 0})
+    stats.add_stats(subject, "total", {}, {"alerting": 1 if below else 0})
     return 2
 
 

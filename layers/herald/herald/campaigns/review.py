@@ -33,7 +33,7 @@ from herald.policy import engine
 from herald.policy.service import load_policies
 from herald.store import campaigns as campaign_store
 from herald.store import contacts as contact_store
-from herald.store import enrolments
+from herald.store import enrolments, stats
 from herald.store import suppressions as suppression_store
 from herald.store.campaigns import ENTITY
 from herald.store.tables import CampaignRecord, CampaignTestRecord, ContactRecord, MembershipRecord
@@ -208,7 +208,7 @@ def forecast(campaign_id: str) -> dict[str, Any]:
     basis: dict[str, Any]
     if fields.trigger and fields.trigger.event:
         since = (now - timedelta(days=7)).date().isoformat()
-        rows = enrolments.read_stats(f"campaign#{campaign_id}", "day#")
+        rows = stats.read_stats(f"campaign#{campaign_id}", "day#")
         recent = sum(int(v.get("enrolled", 0)) for k, v in rows.items() if since <= k[4:] < days[0])
         daily = recent / 7
         channels = [a.type for a in fields.actions if a.type in CHANNEL_ACTIONS]

@@ -31,7 +31,7 @@ from herald.segments import service as segments
 from herald.segments.model import GroupType
 from herald.store import campaigns as campaign_store
 from herald.store import contacts as contact_store
-from herald.store import enrolments
+from herald.store import enrolments, stats
 from herald.store import groups as group_store
 from herald.store.campaigns import ENTITY
 from herald.store.contacts import GROUP_LABEL_PREFIX
@@ -196,7 +196,7 @@ def stop(campaign_id: str) -> Campaign:
 
 def stats_view(campaign_id: str, record: CampaignRecord | None = None) -> dict[str, Any]:
     """The campaign's statistics and In-Campaign % (from the last tick's figures)."""
-    rows = enrolments.read_stats(f"campaign#{campaign_id}")
+    rows = stats.read_stats(f"campaign#{campaign_id}")
     total = rows.get("total", {})
     matching = int(total.get("matching", 0))
     active = int(total.get("active", 0))

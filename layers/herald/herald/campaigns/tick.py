@@ -38,6 +38,7 @@ from herald.clock import to_iso
 from herald.delivery.queue import delivery_messages
 from herald.observability import logger
 from herald.store import enrolments as store
+from herald.store import stats
 from herald.store.enrolments import Enrolment, RosterChanges
 from herald.store.tables import CampaignRecord, ContactRecord
 
@@ -97,6 +98,24 @@ class TickReport:
             "released": self.released,
             "campaigns": {cid: vars(run) for cid, run in self.campaigns.items()},
         }
+
+
+def sends_of(campaign_id: str, priority: int, queued_at: str) -> Callable[[list[Enrolment]], list[dict[str, Any]]]:
+    """The outbox payload of enrolments in a campaign: one send per enrolled occurrence."""
+
+    def sends(enrolled: list[Enrolment]) -> list[dict[str, Any]]:
+        return [
+            {
+                "contact_id": e.contact_id,
+                "campaign_id": campaign_id,
+                "occurrence": e.occurrence,
+                "priority": priority,
+                "queued_at": queued_at,
+            }
+            for e in enrolled
+        ]
+
+    return sends
 
 
 def live_campaigns() -> list[CampaignRecord]:
@@ -299,21 +318,7 @@ class Tick:
     # -- helpers --------------------------------------------------------------
 
     def _sends_of(self, record: CampaignRecord) -> Callable[[list[Enrolment]], list[dict[str, Any]]]:
-        priority = effective_priority(record.spec)
-
-        def sends(enrolled: list[Enrolment]) -> list[dict[str, Any]]:
-            return [
-                {
-                    "contact_id": e.contact_id,
-                    "campaign_id": record.entity_id,
-                    "occurrence": e.occurrence,
-                    "priority": priority,
-                    "queued_at": self.now_iso,
-                }
-                for e in enrolled
-            ]
-
-        return sends
+        return sends_of(record.entity_id, effective_priority(record.spec), self.now_iso)
 
     def _take(self, report: store.EnrolReport) -> None:
         """Hold the committed deliveries until the run queues them, grouped by contact."""
@@ -373,10 +378,10 @@ class Tick:
         sets: dict[str, Any] = {"last_tick": self.now_iso}
         if fields.kind is not CampaignKind.TRIGGER:
             sets |= {"matching": run.matching, "active": run.active}
-        store.add_stats(subject, "total", deltas, sets)
+        stats.add_stats(subject, "total", deltas, sets)
         writes = 1
         if run.enrolled or run.exited:
-            store.add_stats(subject, f"day#{self.now_iso[:10]}", deltas)
+            stats.add_stats(subject, f"day#{self.now_iso[:10]}", deltas)
             writes += 1
         if run.in_campaign_pct is not None:
             writes += alerts.check_in_campaign(record, fields, run.in_campaign_pct, run, self.now_iso, self.notifier)

@@ -20,10 +20,11 @@ from typing import Any
 from herald.campaigns import eligibility
 from herald.campaigns.model import CampaignFields, CampaignKind, effective_priority
 from herald.campaigns.targeting import targeted_among
-from herald.campaigns.tick import live_campaigns
+from herald.campaigns.tick import live_campaigns, sends_of
 from herald.clock import to_iso
 from herald.delivery.queue import delivery_messages
 from herald.store import enrolments as store
+from herald.store import stats
 from herald.store.enrolments import Enrolment
 from herald.store.tables import CampaignRecord, ContactRecord
 
@@ -96,25 +97,19 @@ def on_event(
         priority = effective_priority(fields)
         enrolment = Enrolment(contact_id, event_id, previous=existing.occurrence if existing else None, mark_fired=True)
 
-        def sends_of(enrolled: list[Enrolment], campaign_id: str = record.entity_id, p: int = priority) -> Any:
-            return [
-                {
-                    "contact_id": e.contact_id,
-                    "campaign_id": campaign_id,
-                    "occurrence": e.occurrence,
-                    "priority": p,
-                    "queued_at": now_iso,
-                }
-                for e in enrolled
-            ]
-
-        result = store.enrol(record.entity_id, [enrolment], sends_of, f"trigger#{record.entity_id}#{event_id}", now_iso)
+        result = store.enrol(
+            record.entity_id,
+            [enrolment],
+            sends_of(record.entity_id, priority, now_iso),
+            f"trigger#{record.entity_id}#{event_id}",
+            now_iso,
+        )
         if result.enrolled:
             report.fired.append(record.entity_id)
             sends += result.sends
             outbox_ids += result.outbox_ids
-            store.add_stats(f"campaign#{record.entity_id}", "total", {"enrolled": 1}, {"last_trigger": now_iso})
-            store.add_stats(f"campaign#{record.entity_id}", f"day#{now_iso[:10]}", {"enrolled": 1})
+            stats.add_stats(f"campaign#{record.entity_id}", "total", {"enrolled": 1}, {"last_trigger": now_iso})
+            stats.add_stats(f"campaign#{record.entity_id}", f"day#{now_iso[:10]}", {"enrolled": 1})
         else:
             report.repeated.append(record.entity_id)
     if sends:

@@ -52,8 +52,8 @@ from herald.dynamodb_json import to_attribute_value
 from herald.errors import Conflict, NotFound, StaleVersion
 from herald.observability import logger
 from herald.store import contacts as contact_store
-from herald.store import enrolments as stats_store
 from herald.store import messages
+from herald.store import stats as stats_store
 from herald.store.tables import ContactRecord, IdempotencyRecord, MessageRecord, StatsRecord, SuppressionRecord
 from herald.store.transactions import default_connection
 
@@ -72,7 +72,7 @@ CLICK = "click"
 REJECT = "reject"
 RENDERING_FAILURE = "rendering_failure"
 
-# Campaign statistics each kind adds to (herald.store.enrolments.add_stats).
+# Campaign statistics each kind adds to (herald.store.stats.add_stats).
 STAT_OF = {
     HARD_BOUNCE: "bounced_hard",
     SOFT_BOUNCE: "bounced_soft",
@@ -398,7 +398,7 @@ def _commit(event: SesEvent, target: Target, effect: list[dict[str, Any]]) -> st
         }
     ]
     if target.campaign_id:
-        subject = stats_store.program_key(target.campaign_id)
+        subject = stats_store.subject(target.campaign_id)
         for metric in ("total", f"day#{event.timestamp[:10]}"):
             items.append(
                 {

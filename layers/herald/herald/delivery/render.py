@@ -3,8 +3,8 @@
 Personalisation reads ``contact`` (its fields and ``attributes``) and
 ``campaign`` (name, id); defaults come from Jinja's ``default`` filter, e.g.
 ``{{ contact.first_name | default("there") }}``. A template naming any other
-top-level variable is refused when the campaign is saved, so nothing is ever
-sent with a raw placeholder.
+top-level variable is refused when the campaign is saved, so no message ever
+goes out with an unfilled template variable.
 """
 
 from __future__ import annotations

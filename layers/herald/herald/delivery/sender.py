@@ -55,8 +55,8 @@ from herald.policy import engine
 from herald.policy.service import load_policies
 from herald.segments.evaluation import SOFT_BOUNCE_LIMIT
 from herald.store import contacts as contact_store
-from herald.store import enrolments as stats_store
-from herald.store import messages
+from herald.store import enrolments, messages
+from herald.store import stats as stats_store
 from herald.store import suppressions as suppression_store
 from herald.store.tables import CampaignRecord, MessageRecord
 
@@ -128,7 +128,7 @@ class Tally:
             deltas = {name: count for name, count in counter.items() if count}
             if not deltas:
                 continue
-            subject = stats_store.program_key(campaign_id)
+            subject = stats_store.subject(campaign_id)
             stats_store.add_stats(subject, "total", deltas)
             stats_store.add_stats(subject, f"day#{day}", deltas)
         self.by_campaign.clear()
@@ -537,7 +537,7 @@ def _message(plan: _Plan, contact_id: str, previous: MessageRecord | None, statu
     return MessageRecord(
         plan.message_id,
         contact_id=contact_id,
-        program_key=stats_store.program_key(plan.send.campaign_id),
+        program_key=enrolments.program_key(plan.send.campaign_id),
         campaign_id=plan.send.campaign_id,
         occurrence=plan.send.occurrence,
         action_index=plan.index,

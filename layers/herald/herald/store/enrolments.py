@@ -38,7 +38,6 @@ from herald.store.tables import (
     LeaseRecord,
     OutboxRecord,
     RosterRecord,
-    StatsRecord,
 )
 from herald.store.transactions import (
     CONFLICT_RETRIES,
@@ -361,70 +360,3 @@ def release_lease(name: str, holder: str) -> None:
     except Exception as exc:
         if not is_condition_failure(exc):
             raise
-
-
-# --------------------------------------------------------------------------
-# Statistics
-# --------------------------------------------------------------------------
-
-
-def add_stats(subject: str, metric: str, deltas: dict[str, int], sets: dict[str, Any] | None = None) -> None:
-    """Add to counters (and set values) on one stats row, in one UpdateItem."""
-    clauses = []
-    values: dict[str, Any] = {}
-    names: dict[str, str] = {}
-    adds = [f"#a{i} :a{i}" for i, name in enumerate(deltas) if deltas[name]]
-    for i, (name, delta) in enumerate(deltas.items()):
-        if delta:
-            names[f"#a{i}"] = name
-            values[f":a{i}"] = {"N": str(delta)}
-    if adds:
-        clauses.append("ADD " + ", ".join(adds))
-    if sets:
-        assignments = []
-        for i, (name, value) in enumerate(sets.items()):
-            names[f"#s{i}"] = name
-            values[f":s{i}"] = {"N": str(value)} if isinstance(value, int | float) else {"S": str(value)}
-            assignments.append(f"#s{i} = :s{i}")
-        clauses.append("SET " + ", ".join(assignments))
-    if not clauses:
-        return
-    client: Any = default_connection().client
-    client.update_item(
-        TableName=StatsRecord.Meta.table_name,
-        Key={"subject": {"S": subject}, "metric": {"S": metric}},
-        UpdateExpression=" ".join(clauses),
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues=values,
-    )
-
-
-def read_stats(subject: str, metric_prefix: str | None = None) -> dict[str, dict[str, Any]]:
-    """Every stats row of a subject as plain numbers/strings, by metric."""
-    query: dict[str, Any] = {
-        "TableName": StatsRecord.Meta.table_name,
-        "KeyConditionExpression": "subject = :s",
-        "ExpressionAttributeValues": {":s": {"S": subject}},
-        "ConsistentRead": True,
-    }
-    if metric_prefix:
-        query["KeyConditionExpression"] += " AND begins_with(metric, :p)"
-        query["ExpressionAttributeValues"][":p"] = {"S": metric_prefix}
-    rows: dict[str, dict[str, Any]] = {}
-    client: Any = default_connection().client
-    while True:
-        page = client.query(**query)
-        for item in page.get("Items", []):
-            metric = item.pop("metric")["S"]
-            item.pop("subject", None)
-            rows[metric] = {k: _plain(v) for k, v in item.items()}
-        if "LastEvaluatedKey" not in page:
-            return rows
-        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def _plain(value: dict[str, Any]) -> Any:
-    if "N" in value:
-        number = float(value["N"])
-        return int(number) if number.is_integer() else number
-    return value.get("S", value.get("BOOL"))
