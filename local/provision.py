@@ -8,6 +8,7 @@ queues, topics, state machines and schedules that ``template.yaml`` defines.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ class Provisioned:
     schedules: list[str] = field(default_factory=list)
     event_buses: list[str] = field(default_factory=list)
     email_identities: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    configuration_sets: list[str] = field(default_factory=list)
 
 
 def provision(template: Template, only_tables: bool = False) -> Provisioned:
@@ -43,6 +46,8 @@ def provision(template: Template, only_tables: bool = False) -> Provisioned:
     _create_state_machines(template, done)
     _create_schedules(template, done)
     _verify_sender_identities(template, done)
+    _create_secrets(template, done)
+    _create_configuration_sets(template, done)
     return done
 
 
@@ -153,6 +158,30 @@ def _verify_sender_identities(template: Template, done: Provisioned) -> None:
         if address and address not in done.email_identities:
             client.verify_email_identity(EmailAddress=address)
             done.email_identities.append(address)
+
+
+def _create_secrets(template: Template, done: Provisioned) -> None:
+    """Secrets with a generated value (``GenerateSecretString``), as CloudFormation would make them."""
+    client = boto3.client("secretsmanager", region_name=template.region)
+    for logical_id in template.of_type("AWS::SecretsManager::Secret"):
+        name = template.physical_name(logical_id)
+        try:
+            client.describe_secret(SecretId=name)
+        except client.exceptions.ResourceNotFoundException:
+            client.create_secret(Name=name, SecretString=secrets.token_urlsafe(48))
+        done.secrets.append(name)
+
+
+def _create_configuration_sets(template: Template, done: Provisioned) -> None:
+    """SES v2 configuration sets (the embedded SES records sends; it publishes no events)."""
+    client = boto3.client("sesv2", region_name=template.region)
+    for logical_id in template.of_type("AWS::SES::ConfigurationSet"):
+        name = template.physical_name(logical_id)
+        try:
+            client.get_configuration_set(ConfigurationSetName=name)
+        except client.exceptions.NotFoundException:
+            client.create_configuration_set(ConfigurationSetName=name)
+        done.configuration_sets.append(name)
 
 
 def table_names_env(template: Template) -> dict[str, Any]:

@@ -210,7 +210,7 @@ class Template:
         physical = self._names[name]
         if resource_type == "AWS::SQS::Queue":
             return f"http://sqs.{self.region}.localhost/{self.account}/{physical}"
-        if resource_type in ("AWS::SNS::Topic", "AWS::Serverless::StateMachine", "AWS::Serverless::LayerVersion"):
+        if resource_type in ("AWS::SNS::Topic", "AWS::SecretsManager::Secret", "AWS::Serverless::StateMachine", "AWS::Serverless::LayerVersion"):
             return self.attribute(name, "Arn")
         return physical
 
@@ -228,6 +228,8 @@ class Template:
             "AWS::DynamoDB::Table": "arn:aws:dynamodb:{r}:{a}:table/{n}",
             "AWS::Logs::LogGroup": "arn:aws:logs:{r}:{a}:log-group:{n}",
             "AWS::Serverless::LayerVersion": "arn:aws:lambda:{r}:{a}:layer:{n}:1",
+            # Real secret ARNs end in a random suffix; the name works wherever the ARN does.
+            "AWS::SecretsManager::Secret": "{n}",
         }
         if attribute == "Arn" and resource_type in arn_formats:
             return arn_formats[resource_type].format(r=self.region, a=self.account, n=physical)
