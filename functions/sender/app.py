@@ -1,6 +1,8 @@
 """The sender: delivers the campaign tick's queued sends (SQS, partial batch responses).
 
-Each SQS message holds one contact's sends (``herald.delivery.sender.DeliveryIn``).
+Each SQS message holds one contact's sends (``herald.delivery.sender.DeliveryIn``);
+the batch is handled together (``Sender.deliver_batch``: a few DynamoDB
+requests per batch instead of several per message).
 A malformed message is logged, counted and dropped (retrying cannot fix it);
 a throttled provider or a store error returns that message as a batch item
 failure, and SQS retries it (after five receives it goes to the dead-letter
@@ -39,14 +41,29 @@ METRICS = {
 }
 
 
-def _process(record: SQSRecord, sender: Sender) -> None:
-    try:
-        delivery = DeliveryIn.model_validate_json(record.body)
-    except ValidationError as exc:
-        logger.error("malformed delivery message dropped", extra={"body": record.body[:500], "error": str(exc)})
-        metrics.add_metric(name="DeliveryMessageRejected", unit=MetricUnit.Count, value=1)
-        return
-    sender.deliver(delivery)
+def _deliver_all(records: list[dict[str, Any]], sender: Sender) -> dict[str, Exception | None]:
+    """Handle the batch together; the outcome of each SQS message by its id (an exception = retry it)."""
+    outcomes: dict[str, Exception | None] = {}
+    valid: list[tuple[str, DeliveryIn]] = []
+    for raw in records:
+        record = SQSRecord(raw)
+        outcomes[record.message_id] = None
+        try:
+            valid.append((record.message_id, DeliveryIn.model_validate_json(record.body)))
+        except ValidationError as exc:
+            logger.error("malformed delivery message dropped", extra={"body": record.body[:500], "error": str(exc)})
+            metrics.add_metric(name="DeliveryMessageRejected", unit=MetricUnit.Count, value=1)
+    failures = sender.deliver_batch([delivery for _, delivery in valid])
+    for position, failure in failures.items():
+        logger.warning("delivery will be retried", extra={"error": str(failure), "sqs_message_id": valid[position][0]})
+        outcomes[valid[position][0]] = failure
+    return outcomes
+
+
+def _outcome(record: SQSRecord, outcomes: dict[str, Exception | None]) -> None:
+    failure = outcomes.get(record.message_id)
+    if failure is not None:
+        raise failure
 
 
 @tracer.capture_lambda_handler
@@ -55,8 +72,10 @@ def _process(record: SQSRecord, sender: Sender) -> None:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     sender = Sender(channels.resolve(default_channels))
     try:
+        outcomes = _deliver_all(event.get("Records", []), sender)
+        # Powertools shapes the partial batch response from the outcomes decided above.
         return process_partial_response(
-            event=event, record_handler=lambda record: _process(record, sender), processor=processor, context=context
+            event=event, record_handler=lambda record: _outcome(record, outcomes), processor=processor, context=context
         )
     finally:
         totals = sender.tally.totals()

@@ -13,6 +13,7 @@ from moto.ses.models import ses_backends
 from moto.sns.models import sns_backends
 from moto.sqs.models import sqs_backends as sqs_backends_
 
+from bench.common import counting_requests
 from herald import clock
 from herald.delivery import channels, sender
 from herald.policy import service as policies
@@ -372,7 +373,7 @@ def test_a_crash_after_the_provider_accepted_never_sends_again(
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("worker died after the provider accepted")
 
-    monkeypatch.setattr(messages, "mark_sent", crash)
+    monkeypatch.setattr(messages, "sent_operation", crash)  # the batched "sent" record is never written
     deliver(herald, {"contact_id": "c1", "sends": [send("crash")]})
     assert len(recorder.sent) == 1 and in_flight(herald) == 1  # returned for retry
     monkeypatch.undo()
@@ -662,3 +663,49 @@ def test_the_sample_event_is_a_valid_delivery(herald: Herald, time_: Clock) -> N
     assert response == {"batchItemFailures": []}
     assert record("spring-sale", "c-1001").status == "sent"  # type: ignore[union-attr]
     assert record("birthday", "c-1001", occurrence="birthday#2026").reason == "campaign_deleted"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------
+# The batch: claimed together, recorded together
+# --------------------------------------------------------------------------
+
+
+def test_a_batch_is_claimed_and_recorded_in_packed_transactions(herald: Herald, time_: Clock) -> None:
+    recorder = Recorder()
+    channels.use(recorder)
+    for n in range(10):
+        contact(herald, f"c{n}")
+    campaign("batch", [EMAIL])
+    with counting_requests() as counter:
+        deliver(herald, *[{"contact_id": f"c{n}", "sends": [send("batch")]} for n in range(10)])
+    assert len(recorder.sent) == 10
+    assert all(record("batch", f"c{n}").status == "sent" for n in range(10))  # type: ignore[union-attr]
+    # one claim transaction and one "sent + received" transaction for the ten
+    assert counter.calls[("dynamodb", "TransactWriteItems")] == 2
+    received = herald.call("GET", "/contacts/c7/events").body["items"]
+    assert [e["type"] for e in received] == ["campaign.received"]
+    assert herald.call("GET", "/contacts/c7").body["campaigns_received"] == ["batch"]
+
+
+def test_a_contact_changed_between_read_and_record_is_recorded_one_by_one(herald: Herald, time_: Clock) -> None:
+    contact(herald, "c1")
+    contact(herald, "c2")
+    campaign("busy", [EMAIL])
+
+    class EditingWhileSending(Recorder):
+        def send(self, message: Any) -> str:
+            if message.to == "c2@example.org":  # the contact changes after the sender read it
+                etag = herald.call("GET", "/contacts/c2").etag
+                assert herald.call("PATCH", "/contacts/c2", {"first_name": "Bo"}, {"If-Match": etag}).status == 200
+            return super().send(message)
+
+    recorder = EditingWhileSending()
+    channels.use(recorder)
+    deliver(herald, {"contact_id": "c1", "sends": [send("busy")]}, {"contact_id": "c2", "sends": [send("busy")]})
+    assert len(recorder.sent) == 2
+    for contact_id in ("c1", "c2"):
+        assert record("busy", contact_id).status == "sent"  # type: ignore[union-attr]
+        body = herald.call("GET", f"/contacts/{contact_id}").body
+        assert body["campaigns_received"] == ["busy"]
+    assert herald.call("GET", "/contacts/c2").body["first_name"] == "Bo"  # the edit is kept
+    assert stats("busy")["sent"] == 2

@@ -23,7 +23,7 @@ from herald.contacts.model import Contact
 from herald.errors import Conflict, NotFound, StaleVersion
 from herald.store import contacts as contact_store
 from herald.store.tables import ActivityRecord
-from herald.store.transactions import Operation, commit_units
+from herald.store.transactions import Operation, Unit, commit_units
 
 # The summary keeps what rules can ask about: the last 400 days, 50 events a type.
 SUMMARY_DAYS = 400
@@ -44,16 +44,7 @@ class Recorded:
 
 def record_event(contact_id: str, data: EventIn) -> Recorded:
     """Record ``data`` for the contact once; a repeated event id reports ``duplicate``."""
-    now = clock.now_iso()
-    occurred = clock.to_iso(data.occurred_at) if data.occurred_at else now
-    event = Event(
-        contact_id=contact_id,
-        event_id=data.event_id,
-        type=data.type,
-        occurred_at=occurred,
-        recorded_at=now,
-        properties=data.properties,
-    )
+    event = new_event(contact_id, data)
     for _ in range(RETRIES):
         current = contacts.get_contact(contact_id)
         existing = _stored(contact_id, data.event_id)
@@ -74,6 +65,38 @@ def record_event(contact_id: str, data: EventIn) -> Recorded:
         if contact_store.CONTACT_LABEL not in failure.labels and EVENT_LABEL not in failure.labels:
             raise Conflict(failure.message, id=contact_id)
     raise StaleVersion("contact", contact_id, None)
+
+
+def new_event(contact_id: str, data: EventIn) -> Event:
+    """The event as it will be stored, recorded now."""
+    now = clock.now_iso()
+    occurred = clock.to_iso(data.occurred_at) if data.occurred_at else now
+    return Event(
+        contact_id=contact_id,
+        event_id=data.event_id,
+        type=data.type,
+        occurred_at=occurred,
+        recorded_at=now,
+        properties=data.properties,
+    )
+
+
+def recording_unit(tag: Any, contact: Contact, events: list[Event]) -> Unit:
+    """All-or-nothing: the events' items (each only if new) and the contact's summary with all of them folded in.
+
+    For callers that record many contacts' events in packed transactions (the
+    sender); the unit fails as a whole if an event was already recorded or
+    the contact changed since it was read, and the caller then falls back to
+    :func:`record_event` per event.
+    """
+    after = contact
+    for event in events:
+        after = summarised(after, event)
+    unit = contact_store.change_unit(tag, contact, after)
+    for event in events:
+        condition = ActivityRecord.event_id.does_not_exist()
+        unit.operations.append(Operation("put", _record(event), EVENT_LABEL, condition=condition))
+    return unit
 
 
 def record_bulk(rows: list[Any]) -> list[dict[str, Any]]:

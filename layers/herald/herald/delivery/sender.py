@@ -59,6 +59,7 @@ from herald.store import enrolments, messages
 from herald.store import stats as stats_store
 from herald.store import suppressions as suppression_store
 from herald.store.tables import CampaignRecord, MessageRecord
+from herald.store.transactions import CONFLICT, INVALID_PREFIX, Unit, commit_units
 
 CHANNELS = ("email", "sms", "push")
 LAUNCHED = "Launched"
@@ -154,8 +155,31 @@ class _Plan:
         return str(self.action.get("type") or "none")
 
 
+@dataclass
+class _Pending:
+    """A send that passed every check, waiting to be claimed (batched) and handed to its provider."""
+
+    delivery: int
+    plan: _Plan
+    contact_id: str
+    previous: MessageRecord | None
+    outgoing: providers.Outgoing
+    message: MessageRecord
+    token: str = ""
+    provider_id: str = ""
+    sent_at: str = ""
+
+
 class Sender:
-    """Handles the queue messages of one invocation (campaigns and policies are read once per invocation)."""
+    """Handles the queue messages of one invocation (campaigns and policies are read once per invocation).
+
+    A batch goes through in phases so that DynamoDB sees a few requests per
+    batch rather than several per message: one BatchGetItem for the contacts
+    and one for the message records; the checks and contact policy per
+    contact; one packed transaction claiming every send; the provider calls;
+    one packed transaction recording them sent together with each contact's
+    ``campaign.received`` events. Only the suppressions Query stays per contact.
+    """
 
     def __init__(self, channels: providers.Channels, policies: PolicyLoader | None = None) -> None:
         self.channels = channels
@@ -163,6 +187,8 @@ class Sender:
         self._load_policies = policies or load_policies
         self._policies: list[engine.ContactPolicy] | None = None
         self._campaigns: dict[str, CampaignRecord | None] = {}
+        self._pending: list[_Pending] = []
+        self._delivery = 0
 
     # -- reads ----------------------------------------------------------------
 
@@ -182,13 +208,47 @@ class Sender:
     # -- one queue message ----------------------------------------------------
 
     def deliver(self, delivery: DeliveryIn) -> None:
-        """Settle, send and record every action of the contact's sends (idempotent)."""
+        """Handle one queue message (idempotent); raises what a retry of it may cure."""
+        failure = self.deliver_batch([delivery]).get(0)
+        if failure is not None:
+            raise failure
+
+    def deliver_batch(self, deliveries: Sequence[DeliveryIn]) -> dict[int, Exception]:
+        """Settle, send and record every action of every delivery; returns the failures by position.
+
+        A failed delivery (a throttled provider, a store error) is returned for
+        a retry of its queue message; what it had already sent stays sent, and
+        the retry finds it handled. The others complete regardless.
+        """
         now = clock.now().astimezone(UTC)
-        contact = contact_store.get(delivery.contact_id)
+        contacts: dict[str, Contact | None] = dict(contact_store.batch_get({d.contact_id for d in deliveries}))
+        plans = [self._plans(delivery) for delivery in deliveries]
+        existing = messages.get_many(p.message_id for group in plans for p in group)
+        failures: dict[int, Exception] = {}
+        self._pending = []
+        for index, delivery in enumerate(deliveries):
+            self._delivery = index
+            try:
+                contact = contacts.get(delivery.contact_id)
+                contacts[delivery.contact_id] = self._check(delivery, contact, plans[index], existing, now)
+            except Exception as exc:  # isolated: this delivery is retried, the others go on
+                failures[index] = exc
+        pending, self._pending = self._pending, []
+        self._dispatch(pending, failures)
+        self._record_sent([p for p in pending if p.provider_id], contacts)
+        return failures
+
+    def _check(
+        self,
+        delivery: DeliveryIn,
+        contact: Contact | None,
+        plans: list[_Plan],
+        existing: dict[str, MessageRecord],
+        now: datetime,
+    ) -> Contact | None:
+        """Suppress, hold, apply or queue for sending each action; returns the contact as it now is."""
         # D3: every suppression of the contact, one Query per delivery message.
         suppressed = suppression_store.of_contact(delivery.contact_id) if contact is not None else {}
-        plans = self._plans(delivery)
-        existing = messages.get_many(p.message_id for p in plans)
         candidates: list[tuple[_Plan, MessageRecord | None]] = []
         for plan in plans:
             previous = existing.get(plan.message_id)
@@ -209,6 +269,7 @@ class Sender:
         if candidates:
             assert contact is not None
             self._settle(contact, candidates, now)
+        return contact
 
     def _plans(self, delivery: DeliveryIn) -> list[_Plan]:
         plans: list[_Plan] = []
@@ -277,41 +338,110 @@ class Sender:
     # -- sending ----------------------------------------------------------------
 
     def _send(self, plan: _Plan, contact: Contact, previous: MessageRecord | None, now: datetime) -> None:
-        now_iso = clock.to_iso(now)
+        """Render the message and queue it for the batch's claim and send (see :meth:`_dispatch`)."""
         try:
             outgoing = _outgoing(plan, contact)
         except (TemplateError, TypeError, ValueError) as exc:
             self._record(plan, contact.contact_id, previous, messages.FAILED, now, reason=f"render_error: {exc}")
             return
-        message = _message(plan, contact.contact_id, previous, messages.SENDING, now_iso)
-        token = messages.claim(message)
-        if token is None:
-            logger.info("message already handled", extra={"message_id": plan.message_id})
-            return
+        message = _message(plan, contact.contact_id, previous, messages.SENDING, clock.to_iso(now))
+        self._pending.append(_Pending(self._delivery, plan, contact.contact_id, previous, outgoing, message))
+
+    def _dispatch(self, pending: list[_Pending], failures: dict[int, Exception]) -> None:
+        """Claim every pending send in packed transactions, then hand each claimed one to its provider.
+
+        A claim refused by its condition means another sender (or an earlier
+        delivery of this queue message) handled the message: it is skipped.
+        """
+        units = []
+        for item in pending:
+            operation, item.token = messages.claim_operation(item.message, item.plan.message_id)
+            units.append(Unit(tag=item.plan.message_id, operations=[operation]))
         try:
-            provider_id = self.channels.send(outgoing)
+            report = commit_units(units)
+        except Exception as exc:
+            for item in pending:
+                failures.setdefault(item.delivery, Transient(f"claiming sends failed: {exc}"))
+            return
+        for position, item in enumerate(pending):
+            failure = report.failures.get(position)
+            if failure is not None:
+                if any(label.startswith(INVALID_PREFIX) or label == CONFLICT for label in failure.labels):
+                    failures.setdefault(item.delivery, Transient(f"claim of {item.plan.message_id}: {failure.message}"))
+                else:
+                    logger.info("message already handled", extra={"message_id": item.plan.message_id})
+                continue
+            if item.delivery in failures:
+                messages.release(item.previous, item.plan.message_id, item.token)  # its queue message is retried
+                continue
+            self._provide(item, failures)
+
+    def _provide(self, item: _Pending, failures: dict[int, Exception]) -> None:
+        plan = item.plan
+        try:
+            item.provider_id = self.channels.send(item.outgoing)
         except providers.ProviderThrottled as exc:
-            messages.release(previous, plan.message_id, token)
-            raise Transient(f"provider throttled ({exc}); message {plan.message_id} will be retried") from exc
+            messages.release(item.previous, plan.message_id, item.token)
+            failures.setdefault(
+                item.delivery, Transient(f"provider throttled ({exc}); message {plan.message_id} will be retried")
+            )
+            return
         except providers.ProviderRejected as exc:
-            messages.mark_failed(plan.message_id, token, exc.reason, now_iso)
+            messages.mark_failed(plan.message_id, item.token, exc.reason, clock.now_iso())
             self.tally.count(plan.send.campaign_id, messages.FAILED)
             logger.warning("provider refused message", extra={"message_id": plan.message_id, "reason": exc.reason})
             return
-        messages.mark_sent(plan.message_id, token, provider_id, now_iso)
+        item.sent_at = clock.now_iso()
         self.tally.count(plan.send.campaign_id, messages.SENT)
-        self._received(contact.contact_id, plan, now_iso)
+
+    def _record_sent(self, sent: list[_Pending], contacts: dict[str, Contact | None]) -> None:
+        """Mark the batch's sends ``sent`` with each contact's ``campaign.received`` events, in packed transactions.
+
+        One unit per contact: its message updates (conditional on the claims),
+        its event items (each only if new) and its summary. A unit that fails
+        (the contact changed meanwhile, a replayed event) is redone message by
+        message; if even that fails the message stays ``sending``, which is
+        never sent again (as after a crash).
+        """
+        by_contact: dict[str, list[_Pending]] = defaultdict(list)
+        for item in sent:
+            by_contact[item.contact_id].append(item)
+        units = []
+        for contact_id, items in by_contact.items():
+            events = [activity.new_event(contact_id, _received_event(i.plan, i.sent_at)) for i in items]
+            contact = contacts.get(contact_id)
+            unit = (
+                activity.recording_unit(contact_id, contact, events)
+                if contact is not None
+                else Unit(tag=contact_id, operations=[])
+            )
+            unit.operations += [
+                messages.sent_operation(i.plan.message_id, i.token, i.provider_id, i.sent_at, i.plan.message_id)
+                for i in items
+            ]
+            units.append(unit)
+        try:
+            failed = sorted(commit_units(units).failures)
+        except Exception:
+            logger.exception("batched sent records failed; recording one by one")
+            failed = list(range(len(units)))
+        contact_ids = list(by_contact)
+        for position in failed:
+            for item in by_contact[contact_ids[position]]:
+                self._record_one_sent(item)
+
+    def _record_one_sent(self, item: _Pending) -> None:
+        try:
+            messages.mark_sent(item.plan.message_id, item.token, item.provider_id, item.sent_at)
+        except Exception:
+            logger.exception("sent message not recorded", extra={"message_id": item.plan.message_id})
+            return
+        self._received(item.contact_id, item.plan, item.sent_at)
 
     def _received(self, contact_id: str, plan: _Plan, at: str) -> None:
         """Record ``campaign.received`` (event id = message id, so once) for rules on campaign responses."""
-        event = EventIn(
-            event_id=plan.message_id,
-            type=RECEIVED_EVENT,
-            occurred_at=datetime.fromisoformat(at.replace("Z", "+00:00")),
-            properties={"campaign_id": plan.send.campaign_id, "channel": plan.channel, "message_id": plan.message_id},
-        )
         try:
-            activity.record_event(contact_id, event)
+            activity.record_event(contact_id, _received_event(plan, at))
         except NotFound:
             logger.info("contact gone before its received event was recorded", extra={"contact_id": contact_id})
 
@@ -490,6 +620,16 @@ def _hold(contact: Contact | None, plan: _Plan, suppressed: dict[str, str] | Non
     if plan.channel not in ("points", "stage"):
         return "unknown_action"
     return None
+
+
+def _received_event(plan: _Plan, at: str) -> EventIn:
+    """``campaign.received`` for a sent message; its id is the message id, so it is recorded once."""
+    return EventIn(
+        event_id=plan.message_id,
+        type=RECEIVED_EVENT,
+        occurred_at=datetime.fromisoformat(at.replace("Z", "+00:00")),
+        properties={"campaign_id": plan.send.campaign_id, "channel": plan.channel, "message_id": plan.message_id},
+    )
 
 
 def _address(contact: Contact, channel: str) -> str | None:

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from pynamodb.exceptions import DeleteError, PutError
 
 from herald.store.tables import ContactRecord, MessageRecord
-from herald.store.transactions import default_connection, is_condition_failure
+from herald.store.transactions import Operation, default_connection, is_condition_failure
 
 SENDING = "sending"
 SENT = "sent"
@@ -133,20 +133,43 @@ def claim(message: MessageRecord) -> str | None:
     return token if record(message) else None
 
 
+def claim_operation(message: MessageRecord, label: str) -> tuple[Operation, str]:
+    """The conditional put that claims ``message`` for sending, for a batched transaction; and its token.
+
+    Same condition as :func:`claim` (new or deferred), so a handled message
+    fails the unit instead of being sent again.
+    """
+    token = uuid.uuid4().hex
+    message.status = SENDING
+    message.claim = token
+    message.due_at = None
+    message.due_hour = None
+    message.expires_at = expiry_epoch()
+    return Operation("put", message, label, condition=claim_condition()), token
+
+
+def sent_operation(message_id_: str, token: str, provider_message_id: str, at: str, label: str) -> Operation:
+    """The update recording that the provider accepted the claimed message (for a batched transaction)."""
+    return Operation(
+        "update", MessageRecord(message_id_), label, MessageRecord.claim == token, _sent(provider_message_id, at)
+    )
+
+
 def mark_sent(message_id_: str, token: str, provider_message_id: str, at: str) -> None:
     """The provider accepted the claimed message."""
-    MessageRecord(message_id_).update(
-        actions=[
-            MessageRecord.status.set(SENT),
-            MessageRecord.provider_message_id.set(provider_message_id),
-            MessageRecord.sent_at.set(at),
-            MessageRecord.created_at.set(at),
-            MessageRecord.claim.remove(),
-            MessageRecord.reason.remove(),
-            MessageRecord.policy_id.remove(),
-        ],
-        condition=MessageRecord.claim == token,
-    )
+    MessageRecord(message_id_).update(actions=_sent(provider_message_id, at), condition=MessageRecord.claim == token)
+
+
+def _sent(provider_message_id: str, at: str) -> list[Any]:
+    return [
+        MessageRecord.status.set(SENT),
+        MessageRecord.provider_message_id.set(provider_message_id),
+        MessageRecord.sent_at.set(at),
+        MessageRecord.created_at.set(at),
+        MessageRecord.claim.remove(),
+        MessageRecord.reason.remove(),
+        MessageRecord.policy_id.remove(),
+    ]
 
 
 def mark_failed(message_id_: str, token: str, reason: str, at: str) -> None:
