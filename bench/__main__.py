@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import bulk_import, campaign_tick, nightly_pass, rule_evaluation
+from bench import bulk_import, campaign_tick, nightly_pass, rule_evaluation, sender
 
 BENCHMARKS = {
     "bulk_import": bulk_import.main,
     "rule_evaluation": rule_evaluation.main,
     "nightly_pass": nightly_pass.main,
     "campaign_tick": campaign_tick.main,
+    "sender": sender.main,
 }
 
 

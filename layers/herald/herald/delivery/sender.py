@@ -13,7 +13,8 @@ contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
    consent for the channel (``no_consent``), an
    email hard bounce (``hard_bounce``) or 5+ soft bounces (``soft_bounces``),
    a suppression matching the channel and scope (its reason, e.g.
-   ``complaint``; all of the contact's suppressions are one Query),
+   ``complaint``; the scopes that could match are read for the whole batch
+   with one BatchGetItem),
    no address (``no_address``); a send of a *stopped* campaign is deferred
    hour by hour until it is resumed, and expires 72 hours after it was queued;
 3. settles the channel sends that remain together, by priority, under the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -68,6 +70,8 @@ RELEASE_LOOKBACK_HOURS = 48
 # A send of a stopped campaign waits this long (from when it was queued) for a resume.
 STOPPED_HOLD = timedelta(hours=72)
 CONTACT_RETRIES = 5
+# Provider calls of one batch in flight at once (a batch is at most 10 contacts).
+PROVIDER_CONCURRENCY = 10
 RECEIVED_EVENT = "campaign.received"
 
 QueueSend = Callable[[list[dict[str, Any]]], None]
@@ -224,13 +228,15 @@ class Sender:
         contacts: dict[str, Contact | None] = dict(contact_store.batch_get({d.contact_id for d in deliveries}))
         plans = [self._plans(delivery) for delivery in deliveries]
         existing = messages.get_many(p.message_id for group in plans for p in group)
+        suppressed = suppression_store.of_contacts(_scopes_wanted(deliveries, plans, contacts))
         failures: dict[int, Exception] = {}
         self._pending = []
         for index, delivery in enumerate(deliveries):
             self._delivery = index
             try:
                 contact = contacts.get(delivery.contact_id)
-                contacts[delivery.contact_id] = self._check(delivery, contact, plans[index], existing, now)
+                scopes = suppressed.get(delivery.contact_id, {})
+                contacts[delivery.contact_id] = self._check(delivery, contact, plans[index], existing, scopes, now)
             except Exception as exc:  # isolated: this delivery is retried, the others go on
                 failures[index] = exc
         pending, self._pending = self._pending, []
@@ -244,11 +250,10 @@ class Sender:
         contact: Contact | None,
         plans: list[_Plan],
         existing: dict[str, MessageRecord],
+        suppressed: dict[str, str],
         now: datetime,
     ) -> Contact | None:
         """Suppress, hold, apply or queue for sending each action; returns the contact as it now is."""
-        # D3: every suppression of the contact, one Query per delivery message.
-        suppressed = suppression_store.of_contact(delivery.contact_id) if contact is not None else {}
         candidates: list[tuple[_Plan, MessageRecord | None]] = []
         for plan in plans:
             previous = existing.get(plan.message_id)
@@ -363,6 +368,7 @@ class Sender:
             for item in pending:
                 failures.setdefault(item.delivery, Transient(f"claiming sends failed: {exc}"))
             return
+        claimed: list[_Pending] = []
         for position, item in enumerate(pending):
             failure = report.failures.get(position)
             if failure is not None:
@@ -370,29 +376,40 @@ class Sender:
                     failures.setdefault(item.delivery, Transient(f"claim of {item.plan.message_id}: {failure.message}"))
                 else:
                     logger.info("message already handled", extra={"message_id": item.plan.message_id})
-                continue
-            if item.delivery in failures:
+            elif item.delivery in failures:
                 messages.release(item.previous, item.plan.message_id, item.token)  # its queue message is retried
-                continue
-            self._provide(item, failures)
+            else:
+                claimed.append(item)
+        # Provider calls wait on the network, so the batch's run side by side.
+        with ThreadPoolExecutor(max_workers=max(1, min(PROVIDER_CONCURRENCY, len(claimed)))) as pool:
+            outcomes = list(pool.map(self._call, claimed))
+        for item, error in zip(claimed, outcomes, strict=True):
+            self._provided(item, error, failures)
 
-    def _provide(self, item: _Pending, failures: dict[int, Exception]) -> None:
-        plan = item.plan
+    def _call(self, item: _Pending) -> Exception | None:
+        """Hand one claimed message to its provider (in a worker thread); the error, if any, is returned."""
         try:
             item.provider_id = self.channels.send(item.outgoing)
-        except providers.ProviderThrottled as exc:
+            item.sent_at = clock.now_iso()
+        except (providers.ProviderThrottled, providers.ProviderRejected) as exc:
+            return exc
+        except Exception as exc:
+            return providers.ProviderRejected(f"provider_outcome_unknown: {exc!r}"[:500])
+        return None
+
+    def _provided(self, item: _Pending, error: Exception | None, failures: dict[int, Exception]) -> None:
+        """Record what the provider answered: throttled → claim released, delivery retried; refused → failed."""
+        plan = item.plan
+        if isinstance(error, providers.ProviderThrottled):
             messages.release(item.previous, plan.message_id, item.token)
-            failures.setdefault(
-                item.delivery, Transient(f"provider throttled ({exc}); message {plan.message_id} will be retried")
-            )
-            return
-        except providers.ProviderRejected as exc:
-            messages.mark_failed(plan.message_id, item.token, exc.reason, clock.now_iso())
+            reason = f"provider throttled ({error}); message {plan.message_id} will be retried"
+            failures.setdefault(item.delivery, Transient(reason))
+        elif isinstance(error, providers.ProviderRejected):
+            messages.mark_failed(plan.message_id, item.token, error.reason, clock.now_iso())
             self.tally.count(plan.send.campaign_id, messages.FAILED)
-            logger.warning("provider refused message", extra={"message_id": plan.message_id, "reason": exc.reason})
-            return
-        item.sent_at = clock.now_iso()
-        self.tally.count(plan.send.campaign_id, messages.SENT)
+            logger.warning("provider refused message", extra={"message_id": plan.message_id, "reason": error.reason})
+        else:
+            self.tally.count(plan.send.campaign_id, messages.SENT)
 
     def _record_sent(self, sent: list[_Pending], contacts: dict[str, Contact | None]) -> None:
         """Mark the batch's sends ``sent`` with each contact's ``campaign.received`` events, in packed transactions.
@@ -620,6 +637,24 @@ def _hold(contact: Contact | None, plan: _Plan, suppressed: dict[str, str] | Non
     if plan.channel not in ("points", "stage"):
         return "unknown_action"
     return None
+
+
+def _scopes_wanted(
+    deliveries: Sequence[DeliveryIn], plans: list[list[_Plan]], contacts: dict[str, Contact | None]
+) -> dict[str, set[str]]:
+    """The suppression scopes that could hold back the batch's channel sends, by contact (D3b)."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for delivery, group in zip(deliveries, plans, strict=True):
+        if contacts.get(delivery.contact_id) is None:
+            continue
+        for plan in group:
+            if plan.channel in CHANNELS:
+                spec = _spec(plan)
+                scopes = suppression_store.scopes_for(
+                    plan.channel, plan.send.campaign_id, spec.get("category"), spec.get("campaign_group")
+                )
+                wanted[delivery.contact_id].update(scopes)
+    return wanted
 
 
 def _received_event(plan: _Plan, at: str) -> EventIn:
