@@ -23,7 +23,10 @@ contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
    or **expired**;
 4. sends through :mod:`herald.delivery.channels` after claiming the message
    id (a conditional write), and records the provider's message id;
-5. applies ``points`` and ``stage`` actions to the contact once per occurrence,
+5. sends ``webhook`` actions (:mod:`herald.delivery.webhook`) through the same
+   claim, without consent, suppression or contact policy (they go to the
+   operator's system, not to the contact);
+6. applies ``points`` and ``stage`` actions to the contact once per occurrence,
    in one transaction with their message record.
 
 Every send ends as a message record; :class:`Tally` adds the outcomes to the
@@ -47,6 +50,7 @@ from herald.activity import service as activity
 from herald.activity.model import EventIn
 from herald.contacts.model import Contact, ContactId
 from herald.delivery import channels as providers
+from herald.delivery import webhook
 from herald.delivery.queue import MAX_SENDS_PER_MESSAGE, delivery_messages
 from herald.delivery.render import personalisation, render
 from herald.errors import NotFound
@@ -203,6 +207,8 @@ class Sender:
                 self._record(plan, delivery.contact_id, previous, messages.SUPPRESSED, now, reason=reason)
             elif plan.channel in CHANNELS:
                 candidates.append((plan, previous))
+            elif plan.channel == webhook.CHANNEL and contact is not None:
+                self._send(plan, contact, previous, now)  # to the operator's system: no contact policy
             else:
                 assert contact is not None
                 contact = self._apply(plan, contact, previous, now)
@@ -304,6 +310,8 @@ class Sender:
 
     def _received(self, contact_id: str, plan: _Plan, at: str) -> None:
         """Record ``campaign.received`` (event id = message id, so once) for rules on campaign responses."""
+        if plan.channel not in CHANNELS:
+            return  # a webhook reaches the operator's system, not the contact
         event = EventIn(
             event_id=plan.message_id,
             type=RECEIVED_EVENT,
@@ -480,6 +488,8 @@ def _hold(contact: Contact | None, plan: _Plan, suppressed: dict[str, str] | Non
         return "campaign_deleted"
     if plan.campaign.state != LAUNCHED:
         return "campaign_stopped"
+    if plan.channel == webhook.CHANNEL:
+        return None  # no consent, address or suppression: it goes to the operator, not the contact
     if plan.channel in CHANNELS:
         spec = _spec(plan)
         return suppression_reason(
@@ -514,6 +524,8 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def _outgoing(plan: _Plan, contact: Contact) -> providers.Outgoing:
+    if plan.channel == webhook.CHANNEL:
+        return _webhook_outgoing(plan, contact)
     person = personalisation(contact.model_dump(mode="json"))
     assert plan.campaign is not None
     campaign = {"id": plan.campaign.entity_id, "name": plan.campaign.name}
@@ -530,6 +542,12 @@ def _outgoing(plan: _Plan, contact: Contact) -> providers.Outgoing:
         assert contact.phone is not None
         return providers.Sms(contact.phone, text("text"), tags)
     return providers.Push(str(contact.attributes["push_endpoint_arn"]), text("title"), text("body"), tags)
+
+
+def _webhook_outgoing(plan: _Plan, contact: Contact) -> webhook.Webhook:
+    assert plan.campaign is not None
+    campaign = {"id": plan.campaign.entity_id, "name": plan.campaign.name}
+    return webhook.outgoing(plan.action, contact.model_dump(mode="json"), campaign, plan.message_id)
 
 
 def _message(plan: _Plan, contact_id: str, previous: MessageRecord | None, status: str, now_iso: str) -> MessageRecord:
