@@ -127,6 +127,15 @@ def test_without_an_injected_signer_the_key_comes_from_the_signing_secret_named_
     assert asked == [("webhook", "arn:aws:secretsmanager:us-east-1:1:secret:herald-signing")]
 
 
+def test_an_unreadable_signing_secret_is_throttled_without_a_request() -> None:
+    def broken(payload: bytes) -> str:
+        raise RuntimeError("Secrets Manager throttled")
+
+    with receiving(200) as receiver, pytest.raises(ProviderThrottled, match="signing key unavailable"):
+        channel(sign=broken).send(hook(receiver.url))
+    assert receiver.requests == []
+
+
 # --------------------------------------------------------------------------
 # URL rules
 # --------------------------------------------------------------------------
@@ -175,6 +184,11 @@ def test_a_host_resolving_to_a_non_public_address_is_refused_without_a_request(a
     with pytest.raises(ProviderRejected) as refused:
         sender.send(hook("https://hooks.example.com/x"))
     assert refused.value.reason.startswith("url_refused")
+
+
+def test_ipv4_addresses_are_tried_first() -> None:
+    resolver = resolving("2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34")
+    assert webhook.public_addresses("x.example", 443, False, resolver)[0] == "93.184.216.34"
 
 
 def test_a_url_the_rules_refuse_is_rejected_at_send_time_too(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -164,7 +164,7 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def public_addresses(host: str, port: int, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> list[str]:
-    """The addresses of ``host``; refuses the host if any of them is not public (SSRF)."""
+    """The addresses of ``host``, IPv4 first (Lambda may lack IPv6 egress); refuses a non-public one (SSRF)."""
     found: list[str] = []
     for *_, sockaddr in resolver(host, port, type=socket.SOCK_STREAM):
         address = str(sockaddr[0]).split("%", 1)[0]
@@ -172,6 +172,7 @@ def public_addresses(host: str, port: int, allow_private: bool, resolver: Resolv
             found.append(address)
     if not found:
         raise OSError(f"{host} has no address")
+    found.sort(key=lambda address: ":" in address)
     if not allow_private:
         for address in found:
             if not _public(ipaddress.ip_address(address)):
@@ -380,13 +381,17 @@ class WebhookChannel:
             raise _Retry(f"dns_error ({exc})") from exc
         body = message.body.encode()
         timestamp = str(int(self.wall()))
+        try:
+            signature = self.sign(signed_payload(timestamp, body))
+        except Exception as exc:  # the secret unreadable now: nothing was sent, so the claim must be released
+            raise ProviderThrottled(f"webhook signing key unavailable ({type(exc).__name__})") from exc
         headers = {
             "Host": target.netloc.rsplit("@", 1)[-1],
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "Herald-Message-Id": message.message_id,
             "Herald-Timestamp": timestamp,
-            "Herald-Signature": f"{SIGNATURE_VERSION}={self.sign(signed_payload(timestamp, body))}",
+            "Herald-Signature": f"{SIGNATURE_VERSION}={signature}",
         }
         remaining = max(SEND_BUDGET - (self.monotonic() - started), 0.1)
         _count("WebhookRequests")
