@@ -33,11 +33,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-# botocore's own retries (standard mode: exponential backoff with jitter) come
-# first; what is still throttled after them goes back to SQS.
 if TYPE_CHECKING:  # herald.delivery.webhook imports this module's errors
     from herald.delivery.webhook import Webhook, WebhookChannel
 
+# botocore's own retries (standard mode: exponential backoff with jitter) come
+# first; what is still throttled after them goes back to SQS.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
 
 THROTTLE_CODES = frozenset(
