@@ -34,6 +34,8 @@ LOCAL_ENVIRONMENT = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_DEV": "false",
+    # Webhooks may go to http:// and private addresses, so a receiver on this machine works.
+    "HERALD_WEBHOOK_ALLOW_PRIVATE": "1",
 }
 
 

@@ -20,17 +20,21 @@ from herald.config import require
 CACHE_SECONDS = 300
 
 
-def key(purpose: str) -> bytes:
-    """The signing key for ``purpose`` (e.g. ``"unsubscribe"``, ``"webhook"``)."""
-    root = parameters.get_secret(require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
+def key(purpose: str, secret_arn: str | None = None) -> bytes:
+    """The signing key for ``purpose`` (e.g. ``"unsubscribe"``, ``"webhook"``).
+
+    ``secret_arn`` defaults to ``SIGNING_SECRET_ARN``; a caller that outlives
+    its environment (a channel made at cold start) passes the one it captured.
+    """
+    root = parameters.get_secret(secret_arn or require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
     if not isinstance(root, str) or not root:
         raise RuntimeError("the signing secret is empty")
     return hmac.new(root.encode(), purpose.encode(), hashlib.sha256).digest()
 
 
-def sign(purpose: str, payload: bytes) -> str:
+def sign(purpose: str, payload: bytes, secret_arn: str | None = None) -> str:
     """Hex HMAC-SHA256 of ``payload`` under the purpose's key."""
-    return hmac.new(key(purpose), payload, hashlib.sha256).hexdigest()
+    return hmac.new(key(purpose, secret_arn), payload, hashlib.sha256).hexdigest()
 
 
 def verify(purpose: str, payload: bytes, signature: str) -> bool:

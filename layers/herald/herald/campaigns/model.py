@@ -25,6 +25,7 @@ from pydantic import (
 
 from herald.activity.model import EVENT_TYPE
 from herald.contacts.model import ContactId, GroupId, Name, Strict, TimeZone
+from herald.delivery import webhook
 from herald.delivery.render import template_problem
 from herald.policy.engine import default_priority
 
@@ -184,7 +185,37 @@ class StageAction(Strict):
     stage: Label
 
 
-Action = Annotated[EmailAction | SmsAction | PushAction | PointsAction | StageAction, Field(discriminator="type")]
+def _webhook_url(value: str) -> str:
+    problem = webhook.url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _webhook_body(value: str) -> str:
+    problem = webhook.body_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class WebhookAction(Strict):
+    """A signed JSON POST to the operator's system (no consent or contact policy: it is not sent to the contact)."""
+
+    type: Literal["webhook"]
+    url: Annotated[
+        str, StringConstraints(min_length=1, max_length=webhook.MAX_URL_LENGTH), AfterValidator(_webhook_url)
+    ] = Field(description="https:// URL of a public host (not a template)")
+    body: Annotated[Template, AfterValidator(_webhook_body)] | None = Field(
+        default=None,
+        description="Jinja template rendering a JSON document (quote values with | tojson); "
+        "blank = campaign id and name, contact id and email, message id",
+    )
+
+
+Action = Annotated[
+    EmailAction | SmsAction | PushAction | PointsAction | StageAction | WebhookAction, Field(discriminator="type")
+]
 CHANNEL_ACTIONS = frozenset({"email", "sms", "push"})
 
 

@@ -1,4 +1,4 @@
-"""Delivery providers behind one small protocol: email (SES v2), SMS and push (SNS).
+"""Delivery providers behind one small protocol: email (SES v2), SMS and push (SNS), webhooks.
 
 The sender talks only to :class:`Channels`; :class:`AwsChannels` is the real
 one, tests inject recorders and failing providers with :func:`use`.
@@ -18,9 +18,10 @@ Provider errors come back as two kinds, because they are handled differently:
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import boto3
 from botocore.config import Config
@@ -31,6 +32,9 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+
+if TYPE_CHECKING:  # herald.delivery.webhook imports this module's errors
+    from herald.delivery.webhook import Webhook, WebhookChannel
 
 # botocore's own retries (standard mode: exponential backoff with jitter) come
 # first; what is still throttled after them goes back to SQS.
@@ -90,7 +94,7 @@ class Push:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-Outgoing = Email | Sms | Push
+Outgoing: TypeAlias = "Email | Sms | Push | Webhook"
 
 
 class Channels(Protocol):
@@ -105,15 +109,23 @@ def tag_value(value: str) -> str:
 
 
 class AwsChannels:
-    """SES v2 for email, SNS for SMS (E.164 numbers) and push (platform endpoints)."""
+    """SES v2 for email, SNS for SMS (E.164 numbers) and push (platform endpoints); webhooks over HTTPS."""
 
     def __init__(
-        self, sender_email: str, configuration_set: str | None = None, ses: Any = None, sns: Any = None
+        self,
+        sender_email: str,
+        configuration_set: str | None = None,
+        ses: Any = None,
+        sns: Any = None,
+        webhooks: WebhookChannel | None = None,
     ) -> None:
         self.sender_email = sender_email
         self.configuration_set = configuration_set
         self._ses = ses
         self._sns = sns
+        self._webhooks = webhooks
+        # Read now: a handler builds its channels at cold start, while its environment is certainly set.
+        self._signing_secret_arn = os.environ.get("SIGNING_SECRET_ARN")
 
     def ses(self) -> Any:
         if self._ses is None:
@@ -125,7 +137,17 @@ class AwsChannels:
             self._sns = boto3.client("sns", config=_CONFIG)
         return self._sns
 
+    def webhooks(self) -> WebhookChannel:
+        """The webhook channel, made on first use (it keeps its connection pools and host cool-downs)."""
+        if self._webhooks is None:
+            from herald.delivery import webhook  # here, not at the top: webhook imports this module
+
+            self._webhooks = webhook.WebhookChannel(sign=webhook.herald_signer(self._signing_secret_arn))
+        return self._webhooks
+
     def send(self, message: Outgoing) -> str:
+        if not isinstance(message, Email | Sms | Push):
+            return self.webhooks().send(message)  # raises ProviderThrottled/ProviderRejected itself
         try:
             if isinstance(message, Email):
                 return self._email(message)

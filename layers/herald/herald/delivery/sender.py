@@ -24,7 +24,10 @@ contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
    or **expired**;
 4. sends through :mod:`herald.delivery.channels` after claiming the message
    id (a conditional write), and records the provider's message id;
-5. applies ``points`` and ``stage`` actions to the contact once per occurrence,
+5. sends ``webhook`` actions (:mod:`herald.delivery.webhook`) through the same
+   claim, without consent, suppression or contact policy (they go to the
+   operator's system, not to the contact);
+6. applies ``points`` and ``stage`` actions to the contact once per occurrence,
    in one transaction with their message record.
 
 Every send ends as a message record; :class:`Tally` adds the outcomes to the
@@ -49,6 +52,7 @@ from herald.activity import service as activity
 from herald.activity.model import EventIn
 from herald.contacts.model import Contact, ContactId
 from herald.delivery import channels as providers
+from herald.delivery import webhook
 from herald.delivery.queue import MAX_SENDS_PER_MESSAGE, delivery_messages
 from herald.delivery.render import personalisation, render
 from herald.errors import NotFound
@@ -268,6 +272,8 @@ class Sender:
                 self._record(plan, delivery.contact_id, previous, messages.SUPPRESSED, now, reason=reason)
             elif plan.channel in CHANNELS:
                 candidates.append((plan, previous))
+            elif plan.channel == webhook.CHANNEL and contact is not None:
+                self._send(plan, contact, previous, now)  # to the operator's system: no contact policy
             else:
                 assert contact is not None
                 contact = self._apply(plan, contact, previous, now)
@@ -425,11 +431,15 @@ class Sender:
             by_contact[item.contact_id].append(item)
         units = []
         for contact_id, items in by_contact.items():
-            events = [activity.new_event(contact_id, _received_event(i.plan, i.sent_at)) for i in items]
+            events = [
+                activity.new_event(contact_id, _received_event(i.plan, i.sent_at))
+                for i in items
+                if i.plan.channel in CHANNELS  # a webhook reaches the operator's system, not the contact
+            ]
             contact = contacts.get(contact_id)
             unit = (
                 activity.recording_unit(contact_id, contact, events)
-                if contact is not None
+                if contact is not None and events
                 else Unit(tag=contact_id, operations=[])
             )
             unit.operations += [
@@ -457,6 +467,8 @@ class Sender:
 
     def _received(self, contact_id: str, plan: _Plan, at: str) -> None:
         """Record ``campaign.received`` (event id = message id, so once) for rules on campaign responses."""
+        if plan.channel not in CHANNELS:
+            return  # a webhook reaches the operator's system, not the contact
         try:
             activity.record_event(contact_id, _received_event(plan, at))
         except NotFound:
@@ -627,6 +639,8 @@ def _hold(contact: Contact | None, plan: _Plan, suppressed: dict[str, str] | Non
         return "campaign_deleted"
     if plan.campaign.state != LAUNCHED:
         return "campaign_stopped"
+    if plan.channel == webhook.CHANNEL:
+        return None  # no consent, address or suppression: it goes to the operator, not the contact
     if plan.channel in CHANNELS:
         spec = _spec(plan)
         return suppression_reason(
@@ -689,6 +703,8 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def _outgoing(plan: _Plan, contact: Contact) -> providers.Outgoing:
+    if plan.channel == webhook.CHANNEL:
+        return _webhook_outgoing(plan, contact)
     person = personalisation(contact.model_dump(mode="json"))
     assert plan.campaign is not None
     campaign = {"id": plan.campaign.entity_id, "name": plan.campaign.name}
@@ -705,6 +721,12 @@ def _outgoing(plan: _Plan, contact: Contact) -> providers.Outgoing:
         assert contact.phone is not None
         return providers.Sms(contact.phone, text("text"), tags)
     return providers.Push(str(contact.attributes["push_endpoint_arn"]), text("title"), text("body"), tags)
+
+
+def _webhook_outgoing(plan: _Plan, contact: Contact) -> webhook.Webhook:
+    assert plan.campaign is not None
+    campaign = {"id": plan.campaign.entity_id, "name": plan.campaign.name}
+    return webhook.outgoing(plan.action, contact.model_dump(mode="json"), campaign, plan.message_id)
 
 
 def _message(plan: _Plan, contact_id: str, previous: MessageRecord | None, status: str, now_iso: str) -> MessageRecord:
