@@ -22,8 +22,9 @@ from pydantic import ValidationError
 
 from herald.config import TableNames, require
 from herald.delivery import channels
-from herald.delivery.sender import DeliveryIn, Sender
+from herald.delivery.sender import DeliveryIn, Sender, Throttled, retry_delay
 from herald.observability import logger, metrics, tracer
+from herald.store.queues import retry_later
 from herald.store.tables import bind_tables
 
 bind_tables(TableNames.from_env())
@@ -45,6 +46,7 @@ def _deliver_all(records: list[dict[str, Any]], sender: Sender) -> dict[str, Exc
     """Handle the batch together; the outcome of each SQS message by its id (an exception = retry it)."""
     outcomes: dict[str, Exception | None] = {}
     valid: list[tuple[str, DeliveryIn]] = []
+    raw_by_id = {SQSRecord(raw).message_id: raw for raw in records}
     for raw in records:
         record = SQSRecord(raw)
         outcomes[record.message_id] = None
@@ -57,7 +59,20 @@ def _deliver_all(records: list[dict[str, Any]], sender: Sender) -> dict[str, Exc
     for position, failure in failures.items():
         logger.warning("delivery will be retried", extra={"error": str(failure), "sqs_message_id": valid[position][0]})
         outcomes[valid[position][0]] = failure
+        if isinstance(failure, Throttled):
+            _back_off(raw_by_id[valid[position][0]])
     return outcomes
+
+
+def _back_off(raw: dict[str, Any]) -> None:
+    """A throttled delivery comes back after a growing delay instead of the queue's visibility timeout."""
+    record = SQSRecord(raw)
+    receives = int(record.attributes.approximate_receive_count or 1)
+    try:
+        retry_later(record.event_source_arn, record.receipt_handle, retry_delay(receives))
+    except Exception:  # the message still comes back after the queue's visibility timeout
+        logger.exception("could not delay the throttled delivery", extra={"sqs_message_id": record.message_id})
+    metrics.add_metric(name="DeliveryThrottled", unit=MetricUnit.Count, value=1)
 
 
 def _outcome(record: SQSRecord, outcomes: dict[str, Exception | None]) -> None:

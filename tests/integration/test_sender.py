@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -426,10 +427,15 @@ def test_provider_throttling_returns_the_message_for_retry_and_sends_it_later(he
             },
         ]
     }
+    event["Records"][0]["attributes"] = {"ApproximateReceiveCount": "3"}
     response = herald.host.invoke("SenderFunction", event)
     assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
     assert failing.calls == 1
     assert record("busy", "c1") is None  # the claim was released, so the retry may send
+    # backed off: the third receive waits 120-240 s, not the queue's 360 s visibility timeout
+    [held] = sqs_backends_[ACCOUNT][REGION].queues["herald-delivery-dev"]._messages
+    wait = (held.visible_at - time.time() * 1000) / 1000
+    assert 110 <= wait <= 240, wait
     channels.use(None)
     visible_again(herald)
     herald.drain("SenderFunction")
@@ -709,3 +715,9 @@ def test_a_contact_changed_between_read_and_record_is_recorded_one_by_one(herald
         assert body["campaigns_received"] == ["busy"]
     assert herald.call("GET", "/contacts/c2").body["first_name"] == "Bo"  # the edit is kept
     assert stats("busy")["sent"] == 2
+
+
+@pytest.mark.parametrize(("receives", "low", "high"), [(1, 30, 60), (2, 60, 120), (4, 240, 480), (9, 450, 900)])
+def test_throttled_deliveries_back_off_exponentially_up_to_fifteen_minutes(receives: int, low: int, high: int) -> None:
+    delays = {sender.retry_delay(receives) for _ in range(50)}
+    assert all(low <= d <= high for d in delays) and len(delays) > 1

@@ -36,6 +36,7 @@ campaign's statistics once per batch.
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,9 @@ RELEASE_LOOKBACK_HOURS = 48
 # A send of a stopped campaign waits this long (from when it was queued) for a resume.
 STOPPED_HOLD = timedelta(hours=72)
 CONTACT_RETRIES = 5
+# A throttled delivery waits 60 s, 120 s, ... up to 15 minutes (with jitter) before its next try.
+THROTTLE_DELAY_BASE = 60
+THROTTLE_DELAY_CAP = 900
 # Provider calls of one batch in flight at once (a batch is at most 10 contacts).
 PROVIDER_CONCURRENCY = 10
 RECEIVED_EVENT = "campaign.received"
@@ -106,6 +110,16 @@ class DeliveryIn(BaseModel):
 
 class Transient(Exception):
     """A provider or store problem that a later attempt may not have: retry the queue message."""
+
+
+class Throttled(Transient):
+    """The provider was throttled (or unreachable): retry the queue message with a growing delay."""
+
+
+def retry_delay(receive_count: int) -> int:
+    """Seconds before a throttled delivery is tried again: 60 s doubling per receive, at most 15 minutes, jittered."""
+    base = min(THROTTLE_DELAY_CAP, THROTTLE_DELAY_BASE * 2 ** max(0, receive_count - 1))
+    return int(base / 2 + random.uniform(0, base / 2))
 
 
 # --------------------------------------------------------------------------
@@ -409,7 +423,7 @@ class Sender:
         if isinstance(error, providers.ProviderThrottled):
             messages.release(item.previous, plan.message_id, item.token)
             reason = f"provider throttled ({error}); message {plan.message_id} will be retried"
-            failures.setdefault(item.delivery, Transient(reason))
+            failures.setdefault(item.delivery, Throttled(reason))
         elif isinstance(error, providers.ProviderRejected):
             messages.mark_failed(plan.message_id, item.token, error.reason, clock.now_iso())
             self.tally.count(plan.send.campaign_id, messages.FAILED)

@@ -28,3 +28,21 @@ class QueueSender:
             failed = response.get("Failed") or []
             if failed:
                 raise RuntimeError(f"SQS refused {len(failed)} messages: {failed[0].get('Message')}")
+
+
+_queue_urls: dict[str, str] = {}
+
+
+def retry_later(source_arn: str, receipt_handle: str, seconds: int, client: Any | None = None) -> None:
+    """Make a received message visible again only after ``seconds`` (ChangeMessageVisibility).
+
+    ``source_arn`` is the record's ``eventSourceARN``; its queue URL is looked
+    up once per process.
+    """
+    sqs = client or boto3.client("sqs")
+    if source_arn not in _queue_urls:
+        _, _, _, _, account, name = source_arn.split(":", 5)
+        _queue_urls[source_arn] = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    sqs.change_message_visibility(
+        QueueUrl=_queue_urls[source_arn], ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+    )
