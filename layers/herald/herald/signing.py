@@ -19,10 +19,23 @@ from herald.config import require
 
 CACHE_SECONDS = 300
 
+_secret_arn: str | None = None
+
+
+def configure(secret_arn: str) -> None:
+    """Name the secret once at cold start (handlers read ``SIGNING_SECRET_ARN`` with the rest of their settings).
+
+    Without it :func:`key` reads the variable at call time, which is enough in
+    Lambda but not where a function's environment applies only while it loads
+    (the embedded runtime and the tests).
+    """
+    global _secret_arn
+    _secret_arn = secret_arn
+
 
 def key(purpose: str) -> bytes:
     """The signing key for ``purpose`` (e.g. ``"unsubscribe"``, ``"webhook"``)."""
-    root = parameters.get_secret(require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
+    root = parameters.get_secret(_secret_arn or require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
     if not isinstance(root, str) or not root:
         raise RuntimeError("the signing secret is empty")
     return hmac.new(root.encode(), purpose.encode(), hashlib.sha256).digest()
