@@ -227,7 +227,7 @@ def test_each_channel_is_rendered_sent_and_recorded(herald: Herald, time_: Clock
     [mail] = emails()
     assert mail.source == SENDER_EMAIL
     assert mail.destinations == {"ToAddresses": ["c1@example.org"]}
-    assert mail.subject == "Hi Ada" and mail.body.startswith("Offer for gold\n\n--\nUnsubscribe: https://")
+    assert mail.subject == "Hi Ada" and mail.body.startswith("Offer for gold\n\n-- \nUnsubscribe: https://")
     assert sms() == [("+447700900123", "Campaign welcome: hello Ada")]
     [pushed] = sns_backends[ACCOUNT][REGION].platform_endpoints[endpoint].messages.values()
     assert json.loads(json.loads(pushed)["GCM"])["notification"] == {"title": "News", "body": "For Ada"}

@@ -364,6 +364,9 @@ def test_preferences_show_state_apply_choices_and_never_lift_a_complaint(herald:
         "email#group#retail": "unsubscribe",
     }
     assert stats("spring")["unsubscribed"] == 1
+    page = public(herald, "GET", path)[2]
+    campaign_cell = page.split('value="email#campaign#spring"', 1)[1].split("</label>", 1)[0]
+    assert "covered by a wider choice" in campaign_cell  # by the email complaint and its unsubscribed category
 
     # Re-subscribe to everything: the unsubscribes go, the complaint stays.
     status, _, page = public(herald, "POST", path, "action=save")

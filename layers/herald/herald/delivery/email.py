@@ -108,7 +108,7 @@ def compose(
 
 
 def _text_footer(unsubscribe_url: str, preferences_url: str, postal_address: str) -> str:
-    lines = ["", "--"]
+    lines = ["", "-- "]  # the conventional signature separator: clients dim what follows
     if unsubscribe_url:
         lines.append(f"Unsubscribe: {unsubscribe_url}")
     if preferences_url:

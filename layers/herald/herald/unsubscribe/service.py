@@ -181,13 +181,15 @@ def preferences(payload: TokenPayload) -> Preferences:
     if contact_store.get(payload.contact_id) is None:
         return Preferences(False, payload.campaign_id, [])
     current = suppression_store.of_contact(payload.contact_id)
+    whats = [what for _, what in offered(payload)]
     options = []
     for scope, what in offered(payload):
         channel = scope.split("#", 1)[0]
-        wider = [
-            f"{c}#{w}" for c in {channel, "all"} for w in {what, "all"} if f"{c}#{w}" != scope and f"{c}#{w}" in current
-        ]
-        options.append(Option(scope, what, channel, current.get(scope), sorted(wider)[0] if wider else None))
+        # A campaign is inside its category and group; everything is inside "all".
+        around = {what, "all"} | (set(whats) if what.startswith("campaign#") else set())
+        wider = [f"{c}#{w}" for c in {channel, "all"} for w in around if f"{c}#{w}" != scope]
+        covered = sorted(w for w in wider if w in current)
+        options.append(Option(scope, what, channel, current.get(scope), covered[0] if covered else None))
     return Preferences(True, campaign_name(payload), options)
 
 
