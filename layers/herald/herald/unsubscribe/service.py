@@ -9,11 +9,12 @@ scope at send time, so nothing else has to change.
 - Idempotent: scopes already suppressed (for any reason) are left alone; a
   repeat finds nothing new, writes nothing and counts nothing.
 - All-or-nothing: the new records (and, on the preferences page, the removed
-  ones) are one transaction, each put conditional on the scope being free and
-  each delete on its reason still being ``unsubscribe``.
-- Counted once: ``unsubscribed`` is added to the campaign's statistics only
-  when a suppression was new, and the ``contact.unsubscribed`` activity event
-  has an id derived from the message, so it is recorded once.
+  ones) and the campaign's ``unsubscribed`` counter are one transaction, each
+  put conditional on the scope being free and each delete on its reason still
+  being ``unsubscribe``.
+- Counted once: ``unsubscribed`` is added only when a suppression was new (in
+  that transaction), and the ``contact.unsubscribed`` activity event has an id
+  derived from the message, so it is recorded once.
 
 Re-subscribing on the preferences page removes only ``unsubscribe``
 suppressions: a complaint or anything else Herald decided stays.
@@ -24,6 +25,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from herald import clock
 from herald.activity import service as activity
@@ -33,8 +37,8 @@ from herald.observability import logger
 from herald.store import contacts as contact_store
 from herald.store import stats as stats_store
 from herald.store import suppressions as suppression_store
-from herald.store.tables import CampaignRecord, SuppressionRecord
-from herald.store.transactions import Operation, Unit, commit_units
+from herald.store.tables import CampaignRecord, StatsRecord, SuppressionRecord
+from herald.store.transactions import default_connection
 from herald.unsubscribe.tokens import TokenPayload
 
 UNSUBSCRIBE = "unsubscribe"
@@ -42,7 +46,6 @@ UNSUBSCRIBED_EVENT = "contact.unsubscribed"
 RESUBSCRIBED_EVENT = "contact.resubscribed"
 STAT = "unsubscribed"
 RETRIES = 3
-_LABEL = "suppression"
 
 
 @dataclass
@@ -151,10 +154,8 @@ def unsubscribe(payload: TokenPayload, source: str) -> Outcome:
     if contact_store.get(payload.contact_id) is None:
         return Outcome(contact_found=False)
     wanted = scopes_of(payload)
-    outcome = _change(payload.contact_id, add=wanted, remove=[], source=source)
+    outcome = _change(payload.contact_id, add=wanted, remove=[], source=source, campaign_id=payload.campaign_id)
     outcome.scopes = wanted
-    if outcome.added:
-        _count(payload.campaign_id)
     # The event id is the message's: a repeat (or a retry after a crash here) records it once.
     _event(payload, f"unsubscribe:{payload.message_id}", UNSUBSCRIBED_EVENT, wanted, source)
     return outcome
@@ -207,9 +208,14 @@ def apply_preferences(payload: TokenPayload, chosen: list[str]) -> Outcome:
         return Outcome(contact_found=False)
     wanted = set(chosen)
     source = f"preferences:{payload.message_id}"
-    outcome = _change(payload.contact_id, add=sorted(wanted), remove=sorted(allowed - wanted), source=source)
+    outcome = _change(
+        payload.contact_id,
+        add=sorted(wanted),
+        remove=sorted(allowed - wanted),
+        source=source,
+        campaign_id=payload.campaign_id,
+    )
     if outcome.added:
-        _count(payload.campaign_id)
         _event(payload, _change_id("preferences", payload, outcome.added), UNSUBSCRIBED_EVENT, outcome.added, source)
     if outcome.removed:
         _event(
@@ -223,12 +229,15 @@ def apply_preferences(payload: TokenPayload, chosen: list[str]) -> Outcome:
 # --------------------------------------------------------------------------
 
 
-def _change(contact_id: str, add: list[str], remove: list[str], source: str) -> Outcome:
+def _change(contact_id: str, add: list[str], remove: list[str], source: str, campaign_id: str) -> Outcome:
     """Add missing ``unsubscribe`` suppressions and remove ``unsubscribe`` ones, in one transaction.
 
-    Reads the contact's suppressions, writes only the difference with
-    conditions that hold it; a concurrent change fails a condition and the
-    difference is worked out again.
+    Reads the contact's suppressions and writes only the difference, with
+    conditions that hold it (a put only on a free scope, a delete only while
+    the reason is still ``unsubscribe``). When something is added, the same
+    transaction adds 1 to the campaign's ``unsubscribed`` (``total`` and
+    today's row), so the count can neither be lost nor doubled. A concurrent
+    change fails a condition and the difference is worked out again.
     """
     for _ in range(RETRIES):
         current = suppression_store.of_contact(contact_id)
@@ -236,45 +245,67 @@ def _change(contact_id: str, add: list[str], remove: list[str], source: str) -> 
         removing = [scope for scope in remove if current.get(scope) == UNSUBSCRIBE]
         if not adding and not removing:
             return Outcome(contact_found=True)
-        now = clock.now_iso()
-        operations = [
-            Operation(
-                "put",
-                SuppressionRecord(contact_id, scope, reason=UNSUBSCRIBE, at=now, source=source),
-                _LABEL,
-                condition=SuppressionRecord.scope.does_not_exist(),
-                versioned=False,
-            )
-            for scope in adding
-        ]
-        operations += [
-            Operation(
-                "delete",
-                SuppressionRecord(contact_id, scope),
-                _LABEL,
-                condition=SuppressionRecord.reason == UNSUBSCRIBE,
-                versioned=False,
-            )
-            for scope in removing
-        ]
-        failure = commit_units([Unit(contact_id, operations)]).failures.get(0)
-        if failure is None:
-            logger.info(
-                "communication preferences changed",
-                extra={"contact_id": contact_id, "added": adding, "removed": removing, "source": source},
-            )
-            return Outcome(contact_found=True, added=adding, removed=removing)
-        if _LABEL not in failure.labels:
-            raise Conflict(failure.message, id=contact_id)
+        items = [_put(contact_id, scope, source) for scope in adding] + [_delete(contact_id, s) for s in removing]
+        if adding:
+            items += _count(campaign_id)
+        client: Any = default_connection().client
+        try:
+            client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            codes = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
+            if not any(code in ("ConditionalCheckFailed", "TransactionConflict") for code in codes):
+                raise
+            continue
+        logger.info(
+            "communication preferences changed",
+            extra={"contact_id": contact_id, "added": adding, "removed": removing, "source": source},
+        )
+        return Outcome(contact_found=True, added=adding, removed=removing)
     raise Conflict("the preferences kept changing while they were saved; try again", id=contact_id)
 
 
-def _count(campaign_id: str) -> None:
-    """``unsubscribed`` +1 on the campaign's total and today's row (as the sender counts its outcomes)."""
+def _put(contact_id: str, scope: str, source: str) -> dict[str, Any]:
+    record = SuppressionRecord(contact_id, scope, reason=UNSUBSCRIBE, at=clock.now_iso(), source=source)
+    return {
+        "Put": {
+            "TableName": SuppressionRecord.Meta.table_name,
+            "Item": record.serialize(),
+            "ConditionExpression": "attribute_not_exists(#s)",
+            "ExpressionAttributeNames": {"#s": "scope"},
+        }
+    }
+
+
+def _delete(contact_id: str, scope: str) -> dict[str, Any]:
+    return {
+        "Delete": {
+            "TableName": SuppressionRecord.Meta.table_name,
+            "Key": {"contact_id": {"S": contact_id}, "scope": {"S": scope}},
+            "ConditionExpression": "#r = :u",
+            "ExpressionAttributeNames": {"#r": "reason"},
+            "ExpressionAttributeValues": {":u": {"S": UNSUBSCRIBE}},
+        }
+    }
+
+
+def _count(campaign_id: str) -> list[dict[str, Any]]:
+    """``ADD unsubscribed 1`` on the campaign's ``total`` and today's row (as the sender counts its outcomes)."""
     subject = stats_store.subject(campaign_id)
     day = clock.now().astimezone(UTC).strftime("%Y-%m-%d")
-    stats_store.add_stats(subject, "total", {STAT: 1})
-    stats_store.add_stats(subject, f"day#{day}", {STAT: 1})
+    return [
+        {
+            "Update": {
+                "TableName": StatsRecord.Meta.table_name,
+                "Key": {"subject": {"S": subject}, "metric": {"S": metric}},
+                "UpdateExpression": "ADD #n :one",
+                "ExpressionAttributeNames": {"#n": STAT},
+                "ExpressionAttributeValues": {":one": {"N": "1"}},
+            }
+        }
+        for metric in ("total", f"day#{day}")
+    ]
 
 
 def _event(payload: TokenPayload, event_id: str, event_type: str, scopes: list[str], source: str) -> None:
