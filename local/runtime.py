@@ -14,10 +14,12 @@ import socket
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import message_from_string
 from pathlib import Path
 from typing import Any
 
 from moto.server import ThreadedMotoServer
+from moto.ses.models import ses_backends
 
 from local import moto_patches, snapshot, stepfunctions
 from local.apigw import ApiServer
@@ -97,6 +99,7 @@ class Runtime:
         if self.options.data_file:
             self.restored_items = snapshot.load(self.options.data_file, self.template.region)
         self.api = ApiServer(self.template, self.host, "127.0.0.1", self.options.api_port, self._local_route)
+        self._point_links_here(self.api.url)
         self.api.start()
         if self.options.start_pollers:
             for source in sqs_sources(self.template, self.provisioned.queues):
@@ -111,12 +114,35 @@ class Runtime:
         if self.options.start_schedules:
             self.scheduler.start()
 
-    def _local_route(self, method: str, path: str) -> tuple[int, Any] | None:
-        """``POST /_local/schedules/<FunctionLogicalId>``: fire that function's schedule now.
+    def _point_links_here(self, url: str) -> None:
+        """Links in email (``PUBLIC_API_URL``) lead to this runtime's API, not to a deployed stage."""
+        for function in self.host.functions.values():
+            if "PUBLIC_API_URL" in function.spec.environment:
+                function.spec.environment["PUBLIC_API_URL"] = url
 
-        What "run now" in the EventBridge console does; the walk-through uses it so a
-        reader need not wait for the next tick.
+    def outbox(self) -> list[dict[str, Any]]:
+        """The emails the embedded SES accepted, newest first: to, subject and the raw MIME text."""
+        backend = ses_backends[self.template.account][self.template.region]
+        mails = []
+        for sent in reversed(backend.sent_messages):
+            raw = getattr(sent, "raw_data", None)
+            if raw is None:  # a Simple send: no MIME to show
+                mails.append({"id": sent.id, "to": sent.destinations, "subject": sent.subject, "raw": None})
+                continue
+            parsed = message_from_string(raw)
+            mails.append({"id": sent.id, "to": parsed.get("To"), "subject": parsed.get("Subject"), "raw": raw})
+        return mails
+
+    def _local_route(self, method: str, path: str) -> tuple[int, Any] | None:
+        """Development-only routes.
+
+        ``POST /_local/schedules/<FunctionLogicalId>`` fires that function's schedule now
+        (what "run now" in the EventBridge console does; the walk-through uses it so a
+        reader need not wait for the next tick). ``GET /_local/outbox`` lists the emails
+        the embedded SES captured, newest first.
         """
+        if method == "GET" and path.strip("/") == "outbox":
+            return 200, {"items": self.outbox()}
         parts = path.strip("/").split("/")
         if method != "POST" or len(parts) != 2 or parts[0] != "schedules" or self.scheduler is None:
             return None

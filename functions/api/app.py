@@ -6,6 +6,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from herald import signing
 from herald.api.app import build_api, serve
 from herald.campaigns.alerts import Notifier
 from herald.campaigns.service import Services
@@ -35,6 +36,7 @@ settings = ApiSettings(
     alerts_topic_arn=require("ALERTS_TOPIC_ARN"),
 )
 bind_tables(settings.tables)
+signing.configure(require("SIGNING_SECRET_ARN"))
 resolver = build_api(
     StateMachineStarter(settings.group_deletion_state_machine_arn).start_group_deletion,
     Runner(QueueSender(settings.recalc_queue_url).send, settings.recalc_parts),

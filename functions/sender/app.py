@@ -20,14 +20,17 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from herald.config import TableNames, require
-from herald.delivery import channels
+from herald import signing
+from herald.config import EmailSettings, TableNames, require
+from herald.delivery import channels, email
 from herald.delivery.sender import DeliveryIn, Sender, Throttled, retry_delay
 from herald.observability import logger, metrics, tracer
 from herald.store.queues import retry_later
 from herald.store.tables import bind_tables
 
 bind_tables(TableNames.from_env())
+signing.configure(require("SIGNING_SECRET_ARN"))
+email.configure(EmailSettings.from_env())
 default_channels = channels.AwsChannels(require("SENDER_EMAIL"), os.environ.get("SES_CONFIGURATION_SET") or None)
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -272,7 +272,7 @@ def test_the_local_gateway_sends_submissions_through_the_public_route(herald: He
     create_form(herald)
     server = ApiServer(herald.template, herald.host, "127.0.0.1", 0)
     try:
-        assert [r.path for r in server.routes] == ["/forms/{form_id}/submit", "/{proxy+}"]
+        assert server.routes[0].path == "/forms/{form_id}/submit" and server.routes[-1].path == "/{proxy+}"
         seen: list[dict[str, Any]] = []
         invoke = herald.host.invoke
 

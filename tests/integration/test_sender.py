@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email import message_from_string
+from email.message import EmailMessage
+from email.policy import default
 from typing import Any
 
 import boto3
@@ -117,8 +121,29 @@ def deliver(h: Herald, *bodies: dict[str, Any] | str) -> None:
     h.drain("SenderFunction")
 
 
-def emails() -> list[Any]:
-    return list(ses_backends[ACCOUNT][REGION].sent_messages)
+@dataclass(frozen=True)
+class SentEmail:
+    """An email the mock SES accepted, read back from its raw MIME (the sender sends ``Content.Raw``)."""
+
+    id: str
+    source: str
+    destinations: dict[str, list[str]]
+    subject: str
+    body: str
+    raw_data: str
+
+
+def emails() -> list[SentEmail]:
+    sent = []
+    for message in ses_backends[ACCOUNT][REGION].sent_messages:
+        mime = message_from_string(message.raw_data, policy=default)
+        assert isinstance(mime, EmailMessage)
+        text = mime.get_body(("plain",))
+        assert text is not None
+        body = str(text.get_content()).replace("\r\n", "\n")
+        to = {"ToAddresses": [str(mime["To"])]}
+        sent.append(SentEmail(message.id, message.source, to, str(mime["Subject"]), body, message.raw_data))
+    return sent
 
 
 def sms() -> list[tuple[str, str]]:
@@ -204,7 +229,7 @@ def test_each_channel_is_rendered_sent_and_recorded(herald: Herald, time_: Clock
     [mail] = emails()
     assert mail.source == SENDER_EMAIL
     assert mail.destinations == {"ToAddresses": ["c1@example.org"]}
-    assert (mail.subject, mail.body) == ("Hi Ada", "Offer for gold")
+    assert mail.subject == "Hi Ada" and mail.body.startswith("Offer for gold\n\n-- \nUnsubscribe: https://")
     assert sms() == [("+447700900123", "Campaign welcome: hello Ada")]
     [pushed] = sns_backends[ACCOUNT][REGION].platform_endpoints[endpoint].messages.values()
     assert json.loads(json.loads(pushed)["GCM"])["notification"] == {"title": "News", "body": "For Ada"}

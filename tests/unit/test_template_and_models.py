@@ -67,7 +67,16 @@ def test_state_machine_definitions_are_fully_substituted() -> None:
             assert state["Retry"] and state["Catch"] and state["TimeoutSeconds"]
 
 
-def test_no_api_route_is_open_but_form_submission() -> None:
+PUBLIC_ROUTES = {
+    ("POST", "/forms/{form_id}/submit"),
+    ("GET", "/unsubscribe"),
+    ("POST", "/unsubscribe"),
+    ("GET", "/preferences"),
+    ("POST", "/preferences"),
+}
+
+
+def test_no_api_route_is_open_but_form_submission_unsubscribe_and_preferences() -> None:
     api = TEMPLATE.resources["HeraldApi"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
     open_routes = [
@@ -76,6 +85,7 @@ def test_no_api_route_is_open_but_form_submission() -> None:
         for event in function.events
         if event.type == "Api" and event.properties.get("Auth", {}).get("Authorizer") == "NONE"
     ]
-    assert open_routes == [("POST", "/forms/{form_id}/submit")]
+    assert sorted(open_routes) == sorted(PUBLIC_ROUTES)
     throttled = {(s["ResourcePath"], s["HttpMethod"]) for s in api["MethodSettings"] if "ThrottlingRateLimit" in s}
-    assert ("/~1forms~1{form_id}~1submit", "POST") in throttled
+    for method, path in PUBLIC_ROUTES:
+        assert ("/" + path.replace("/", "~1"), method) in throttled

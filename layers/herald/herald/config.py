@@ -52,3 +52,20 @@ def require(variable: str, env: Mapping[str, str] | None = None) -> str:
     if not value:
         raise ConfigurationError(f"environment variable {variable} is not set")
     return value
+
+
+class EmailSettings(BaseModel):
+    """What every marketing email needs besides its content: where its links point, whose address it shows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    public_api_url: str
+    postal_address: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EmailSettings:
+        """Read ``PUBLIC_API_URL`` and ``POSTAL_ADDRESS``; raises ``ConfigurationError`` if one is missing."""
+        return cls(
+            public_api_url=require("PUBLIC_API_URL", env).rstrip("/"),
+            postal_address=require("POSTAL_ADDRESS", env),
+        )

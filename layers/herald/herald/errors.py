@@ -37,6 +37,13 @@ class BadRequest(HeraldError):
     code = "bad_request"
 
 
+class Forbidden(HeraldError):
+    """The request carries a credential (a signed token) that is forged, tampered with or expired."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(HeraldError):
     """An id names nothing."""
 

@@ -19,14 +19,27 @@ from herald.config import require
 
 CACHE_SECONDS = 300
 
+_secret_arn: str | None = None
+
+
+def configure(secret_arn: str) -> None:
+    """Name the secret once at cold start (handlers read ``SIGNING_SECRET_ARN`` with the rest of their settings).
+
+    Without it :func:`key` reads the variable at call time, which is enough in
+    Lambda but not where a function's environment applies only while it loads
+    (the embedded runtime and the tests).
+    """
+    global _secret_arn
+    _secret_arn = secret_arn
+
 
 def key(purpose: str, secret_arn: str | None = None) -> bytes:
     """The signing key for ``purpose`` (e.g. ``"unsubscribe"``, ``"webhook"``).
 
-    ``secret_arn`` defaults to ``SIGNING_SECRET_ARN``; a caller that outlives
-    its environment (a channel made at cold start) passes the one it captured.
+    The secret is ``secret_arn`` if given (a channel made at cold start passes
+    the one it captured), else the configured one, else ``SIGNING_SECRET_ARN``.
     """
-    root = parameters.get_secret(secret_arn or require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
+    root = parameters.get_secret(secret_arn or _secret_arn or require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
     if not isinstance(root, str) or not root:
         raise RuntimeError("the signing secret is empty")
     return hmac.new(root.encode(), purpose.encode(), hashlib.sha256).digest()

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.metrics import MetricUnit
 
 from herald import __version__
-from herald.api import activity, campaigns, contacts, forms, groups, messages, policies, segments
+from herald.api import activity, campaigns, contacts, forms, groups, messages, policies, segments, unsubscribe
 from herald.api.responses import json_response
 from herald.campaigns.service import Services
 from herald.errors import HeraldError, split_field
@@ -42,6 +42,7 @@ def build_api(
     app.include_router(campaigns.router)
     app.include_router(policies.router)
     app.include_router(messages.router)
+    app.include_router(unsubscribe.router)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> Response[Any]:

@@ -230,6 +230,36 @@ def _local_moment(value: str) -> str:
 
 
 LocalMoment = Annotated[str, AfterValidator(_local_moment)]
+
+
+class UnsubscribeScope(StrEnum):
+    """What an unsubscribe link of the campaign's emails stops (seed 004's "detail")."""
+
+    CAMPAIGN = "campaign"
+    CATEGORY = "category"
+    GROUP = "group"
+    CATEGORY_AND_GROUP = "category_and_group"
+    ALL = "all"
+
+
+class UnsubscribeChannels(StrEnum):
+    """Whether the unsubscribe covers only the message's channel or every outbound channel."""
+
+    THIS = "this"
+    ALL = "all"
+
+
+class UnsubscribeSettings(Strict):
+    """The campaign's unsubscribe link: its scope and its channels (seed 004)."""
+
+    scope: UnsubscribeScope = Field(
+        default=UnsubscribeScope.ALL, description="campaign, category, group, category_and_group or all marketing"
+    )
+    channels: UnsubscribeChannels = Field(
+        default=UnsubscribeChannels.THIS, description="this: the message's channel only; all: every outbound channel"
+    )
+
+
 _PCT = Annotated[float, Field(ge=0, le=100)]
 
 
@@ -255,6 +285,7 @@ class CampaignFields(Strict):
     include_previously_treated: bool = False
     expected_in_campaign_pct: _PCT = 90.0
     alert_subscribers: Annotated[list[EmailStr], Field(max_length=MAX_SUBSCRIBERS)] = []
+    unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignFields:
@@ -278,6 +309,11 @@ def check_consistency(fields: CampaignFields) -> None:
         raise ValueError("trigger: required for kind trigger, and only for it")
     if fields.start and fields.end and fields.start >= fields.end:
         raise ValueError("end: must be after start")
+    scope = fields.unsubscribe.scope
+    if scope in (UnsubscribeScope.CATEGORY, UnsubscribeScope.CATEGORY_AND_GROUP) and not fields.category:
+        raise ValueError(f"category: required when unsubscribe.scope is {scope.value}")
+    if scope in (UnsubscribeScope.GROUP, UnsubscribeScope.CATEGORY_AND_GROUP) and not fields.campaign_group:
+        raise ValueError(f"campaign_group: required when unsubscribe.scope is {scope.value}")
 
 
 class CampaignIn(CampaignFields):
@@ -308,6 +344,7 @@ class CampaignPatch(Strict):
     include_previously_treated: bool | None = None
     expected_in_campaign_pct: _PCT | None = None
     alert_subscribers: Annotated[list[EmailStr], Field(max_length=MAX_SUBSCRIBERS)] | None = None
+    unsubscribe: UnsubscribeSettings | None = None
 
 
 class LaunchIn(Strict):
@@ -351,6 +388,7 @@ class Campaign(BaseModel):
     include_previously_treated: bool
     expected_in_campaign_pct: float
     alert_subscribers: list[str]
+    unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
     state: State
     launched_at: str | None
     stopped_at: str | None

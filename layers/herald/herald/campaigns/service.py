@@ -332,7 +332,7 @@ def _located(errors: list[dict[str, str]]) -> list[dict[str, str]]:
     """Cross-field errors say their field at the start of the message; move it to ``field``."""
     located = []
     for error in errors:
-        if error["field"] in ("body", ""):
+        if error["field"] in ("body", "", "row"):  # field_errors names a model-level error "row"
             field, problem = split_field(error["problem"])
             located.append({"field": field, "problem": problem})
         else:

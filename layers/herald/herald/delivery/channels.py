@@ -33,6 +33,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from herald.delivery import email
+
 if TYPE_CHECKING:  # herald.delivery.webhook imports this module's errors
     from herald.delivery.webhook import Webhook, WebhookChannel
 
@@ -73,10 +75,14 @@ class ProviderRejected(Exception):
 
 @dataclass(frozen=True)
 class Email:
+    """One campaign email; the links are its signed unsubscribe and preference URLs (footer and headers)."""
+
     to: str
     subject: str
     body: str
     tags: dict[str, str] = field(default_factory=dict)
+    unsubscribe_url: str = ""
+    preferences_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,16 +172,20 @@ class AwsChannels:
             raise ProviderRejected(f"provider_outcome_unknown: {type(exc).__name__}") from exc
 
     def _email(self, message: Email) -> str:
-        body_kind = "Html" if _looks_like_html(message.body) else "Text"
+        """Send the composed MIME message (``Content.Raw``): only raw content can carry List-Unsubscribe."""
+        mime = email.compose(
+            self.sender_email,
+            message.to,
+            message.subject,
+            message.body,
+            message.unsubscribe_url,
+            message.preferences_url,
+            email.settings().postal_address,
+        )
         request: dict[str, Any] = {
             "FromEmailAddress": self.sender_email,
             "Destination": {"ToAddresses": [message.to]},
-            "Content": {
-                "Simple": {
-                    "Subject": {"Data": message.subject, "Charset": "UTF-8"},
-                    "Body": {body_kind: {"Data": message.body, "Charset": "UTF-8"}},
-                }
-            },
+            "Content": {"Raw": {"Data": mime.as_bytes()}},
             "EmailTags": [{"Name": name, "Value": tag_value(value)} for name, value in message.tags.items()],
         }
         if self.configuration_set:
@@ -204,10 +214,6 @@ class AwsChannels:
             TargetArn=message.endpoint_arn, Message=json.dumps(payload), MessageStructure="json"
         )
         return str(response["MessageId"])
-
-
-def _looks_like_html(body: str) -> bool:
-    return bool(re.search(r"<(html|body|p|div|br|a|table|span|h[1-6])\b", body, re.IGNORECASE))
 
 
 # --------------------------------------------------------------------------

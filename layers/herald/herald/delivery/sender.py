@@ -53,7 +53,7 @@ from herald.activity import service as activity
 from herald.activity.model import EventIn
 from herald.contacts.model import Contact, ContactId
 from herald.delivery import channels as providers
-from herald.delivery import webhook
+from herald.delivery import email, webhook
 from herald.delivery.queue import MAX_SENDS_PER_MESSAGE, delivery_messages
 from herald.delivery.render import personalisation, render
 from herald.errors import NotFound
@@ -730,7 +730,10 @@ def _outgoing(plan: _Plan, contact: Contact) -> providers.Outgoing:
 
     if plan.channel == "email":
         assert contact.email is not None
-        return providers.Email(contact.email, text("subject").strip(), text("body"), tags)
+        links = email.links(contact.contact_id, plan.send.campaign_id, plan.message_id, plan.campaign.spec)
+        return providers.Email(
+            contact.email, text("subject").strip(), text("body"), tags, links.unsubscribe, links.preferences
+        )
     if plan.channel == "sms":
         assert contact.phone is not None
         return providers.Sms(contact.phone, text("text"), tags)

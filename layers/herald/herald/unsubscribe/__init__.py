@@ -1,0 +1,1 @@
+"""Unsubscribe links and communication preferences (signed tokens, public pages)."""
