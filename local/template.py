@@ -210,7 +210,12 @@ class Template:
         physical = self._names[name]
         if resource_type == "AWS::SQS::Queue":
             return f"http://sqs.{self.region}.localhost/{self.account}/{physical}"
-        if resource_type in ("AWS::SNS::Topic", "AWS::SecretsManager::Secret", "AWS::Serverless::StateMachine", "AWS::Serverless::LayerVersion"):
+        if resource_type in (
+            "AWS::SNS::Topic",
+            "AWS::SecretsManager::Secret",
+            "AWS::Serverless::StateMachine",
+            "AWS::Serverless::LayerVersion",
+        ):
             return self.attribute(name, "Arn")
         return physical
 
