@@ -55,7 +55,7 @@ def _publish_pending_alerts() -> None:
     """Guardrail alerts whose publish failed go out now (herald.campaigns.guardrails); never fails the tick."""
     try:
         published = guardrails.publish_pending(notifier)
-    except Exception:
+    except Exception:  # still pending: the next tick tries again
         logger.exception("pending guardrail alerts not published")
         return
     if published:

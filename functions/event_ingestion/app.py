@@ -73,7 +73,7 @@ def _check_guardrails(campaign_ids: set[str]) -> None:
         return
     try:
         report = guardrails.check(campaign_ids, notifier)
-    except Exception:
+    except Exception:  # the events are applied; the next bad event checks again
         logger.exception("guardrail check failed", extra={"campaign_ids": sorted(campaign_ids)})
         metrics.add_metric(name="GuardrailErrors", unit=MetricUnit.Count, value=1)
         return

@@ -159,6 +159,9 @@ def test_bad_guardrail_settings_are_refused_naming_the_field(
 def test_sends_and_hard_bounces_are_counted_in_hour_rows_once_with_a_ttl(herald: Herald, time_: Clock) -> None:
     contact(herald, "c1")
     message = sent_email(herald)  # the sender's tally, at 12:00
+    eight_days = int((NOW + timedelta(days=8)).timestamp())
+    [(_, sends)] = stats_store.read_hours("campaign#spring", "hour#2026-11-23T00", "hour#2026-11-23T23").items()
+    assert (sends["sent"], sends["expiration"]) == (1, eight_days)
     bounce = sns_wrap(ses_event(message, "Bounce"))  # occurred 12:05:02, applied at 14:00: counted in hour 12
     time_.advance(hours=2)
     ingest(herald, bounce, bounce)
@@ -167,7 +170,6 @@ def test_sends_and_hard_bounces_are_counted_in_hour_rows_once_with_a_ttl(herald:
     assert set(rows) == {"hour#2026-11-23T12"}
     assert rows["hour#2026-11-23T12"]["sent"] == 1
     assert rows["hour#2026-11-23T12"]["bounced_hard"] == 1
-    eight_days = int((NOW + timedelta(days=8)).timestamp())
     assert rows["hour#2026-11-23T12"]["expiration"] == eight_days
 
 
@@ -213,6 +215,7 @@ def test_the_pause_happens_once_with_its_figures_recorded_and_published(
     guarded_campaign(herald, "other")
     sent(200)
     sent(400, "other")
+    version = herald.call("GET", "/campaigns/spring").body["version"]
     ingest(herald, *bad_events("bounce", 11), *bad_events("complaint", 1, "other"))
     ingest(herald, *bad_events("bounce", 3))  # more bad news for a paused campaign: no second pause or alert
 
@@ -221,6 +224,7 @@ def test_the_pause_happens_once_with_its_figures_recorded_and_published(
     assert campaign["paused_by"] == "guardrail"
     assert campaign["stopped_reason"].startswith("guardrail: hard-bounce rate 5.50% above 5%")
     assert campaign["stopped_at"] == clock.to_iso(NOW)
+    assert campaign["version"] == version + 1  # an edit read before the pause cannot save it back to Launched
     assert state_of().live_type is None  # off the tick's LiveIndex
     [alert] = guardrail_alerts(herald)
     assert alert["figures"] == {
@@ -383,21 +387,31 @@ def test_a_guardrail_error_never_fails_ses_event_ingestion(
     herald: Herald, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     guarded_campaign(herald)
+    guarded_campaign(herald, "other")
     sent(200)
+    sent(200, "other")
+    ingest(herald, *bad_events("bounce", 10, "other"))
+    real_read_hours = stats_store.read_hours
 
     def throttled(*args: Any, **kwargs: Any) -> Any:
         raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "Query")
 
-    monkeypatch.setattr(guardrails.stats_store, "read_hours", throttled)
-    event = load_event("event_ingestion/bounce")
-    event["Records"][0]["body"] = json.dumps(bad_events("bounce", 1)[0])
+    def throttled_for_spring(subject: str, first: str, last: str) -> Any:
+        return throttled() if subject == "campaign#spring" else real_read_hours(subject, first, last)
+
+    monkeypatch.setattr(guardrails.stats_store, "read_hours", throttled_for_spring)
+    records = load_event("event_ingestion/bounce")["Records"]
+    bodies = [*bad_events("bounce", 1), *bad_events("bounce", 1, "other")]
+    event = {"Records": [{**records[0], "messageId": f"r{i}", "body": json.dumps(b)} for i, b in enumerate(bodies)]}
+    capsys.readouterr()
     assert herald.host.invoke("EventIngestionFunction", event) == {"batchItemFailures": []}
     assert stats_store.read_stats("campaign#spring", "total")["total"]["bounced_hard"] == 1
     assert state_of().state == "Launched"
+    assert state_of("other").state == "Stopped"  # one campaign's failure does not keep the others unchecked
     assert metric_total(capsys.readouterr().out, "GuardrailErrors") == 1
 
     monkeypatch.setattr(guardrails, "check", throttled)  # failing as a whole, too
-    event["Records"][0]["body"] = json.dumps(bad_events("bounce", 1)[0])
+    event = {"Records": [{**records[0], "body": json.dumps(bad_events("bounce", 1)[0])}]}
     assert herald.host.invoke("EventIngestionFunction", event) == {"batchItemFailures": []}
     assert stats_store.read_stats("campaign#spring", "total")["total"]["bounced_hard"] == 2
     assert metric_total(capsys.readouterr().out, "GuardrailErrors") == 1

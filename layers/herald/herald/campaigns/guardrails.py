@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from herald import clock
 from herald.campaigns.alerts import Notifier
 from herald.campaigns.model import Guardrails, State
@@ -46,7 +44,6 @@ from herald.observability import logger
 from herald.store import campaigns as campaign_store
 from herald.store import stats as stats_store
 from herald.store.tables import AlertOutboxRecord, AlertRecord, CampaignRecord
-from herald.store.transactions import default_connection
 
 KIND = "guardrail"
 GUARDRAIL = "guardrail"
@@ -99,7 +96,7 @@ def check(campaign_ids: set[str] | list[str], notifier: Notifier | None) -> Repo
         try:
             if check_campaign(campaign_id, notifier, report):
                 report.paused.append(campaign_id)
-        except Exception:
+        except Exception:  # checked again at the campaign's next hard bounce or complaint
             logger.exception("guardrail check of a campaign failed", extra={"campaign_id": campaign_id})
             report.errors += 1
     return report
@@ -136,9 +133,9 @@ def measure(campaign_id: str, window_hours: int, now: datetime, since: dict[str,
     if first <= last:
         rows = stats_store.read_hours(stats_store.subject(campaign_id), first, last)
         for metric, row in rows.items():
+            before_resume = since if since and since.get("hour") == metric else {}
             for name in COUNTERS:
-                already = int((since or {}).get(name, 0)) if since and metric == since.get("hour") else 0
-                totals[name] += max(0, int(row.get(name, 0)) - already)
+                totals[name] += max(0, int(row.get(name, 0)) - int(before_resume.get(name, 0)))
     return Window(first, last, totals["sent"], totals["bounced_hard"], totals["complaints"])
 
 
@@ -220,58 +217,11 @@ def pause(
         subject=f"Herald: {record.name} paused by a guardrail",
         message=json.dumps(body),
     )
-    if not _commit_pause(record, reason, at, alert, outbox):
+    if not campaign_store.pause(record.entity_id, GUARDRAIL, reason, at, with_items=[alert, outbox]):
         logger.info("guardrail: campaign already stopped", extra={"campaign_id": campaign_id})
         return False
     logger.warning("guardrail paused a campaign", extra={"campaign_id": campaign_id, "figures": numbers})
     _publish(outbox, notifier, report)
-    return True
-
-
-def _commit_pause(record: CampaignRecord, reason: str, at: str, alert: AlertRecord, outbox: AlertOutboxRecord) -> bool:
-    table = CampaignRecord.Meta.table_name
-    items = [
-        {
-            "Update": {
-                "TableName": table,
-                "Key": {"entity_type": {"S": record.entity_type}, "entity_id": {"S": record.entity_id}},
-                "UpdateExpression": (
-                    "SET #state = :stopped, #stopped_at = :at, #reason = :reason, #by = :by, "
-                    "#v = if_not_exists(#v, :zero) + :one REMOVE #live"
-                ),
-                "ConditionExpression": "#state = :launched",
-                "ExpressionAttributeNames": {
-                    "#state": "state",
-                    "#stopped_at": "stopped_at",
-                    "#reason": "stopped_reason",
-                    "#by": "paused_by",
-                    "#v": "version",
-                    "#live": "live_type",
-                },
-                "ExpressionAttributeValues": {
-                    ":stopped": {"S": State.STOPPED.value},
-                    ":launched": {"S": State.LAUNCHED.value},
-                    ":at": {"S": at},
-                    ":reason": {"S": reason[:1000]},
-                    ":by": {"S": GUARDRAIL},
-                    ":zero": {"N": "0"},
-                    ":one": {"N": "1"},
-                },
-            }
-        },
-        {"Put": {"TableName": table, "Item": alert.serialize()}},
-        {"Put": {"TableName": table, "Item": outbox.serialize()}},
-    ]
-    client: Any = default_connection().client
-    try:
-        client.transact_write_items(TransactItems=items)
-    except ClientError as exc:
-        codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-        if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException" and codes[:1] == [
-            "ConditionalCheckFailed"
-        ]:
-            return False
-        raise
     return True
 
 
@@ -293,7 +243,7 @@ def _publish(outbox: AlertOutboxRecord, notifier: Notifier | None, report: Repor
         return False
     try:
         notifier.publish(outbox.campaign_id, outbox.subject, json.loads(outbox.message))
-    except Exception:
+    except Exception:  # it stays in the outbox and is published again later
         logger.exception("guardrail alert not published; it stays pending", extra={"campaign_id": outbox.campaign_id})
         report.publish_failures += 1
         return False
