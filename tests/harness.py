@@ -134,6 +134,9 @@ class Herald:
 def moto_herald(template_path: Path | None = None) -> Iterator[Herald]:
     """Provision a template on moto's mock and host its functions."""
     moto_patches.apply()
+    from herald import signing
+
+    signing.clear_cache()  # each moto Herald generates its own signing secret
     with mock_aws():
         template = Template(template_path) if template_path else default_template()
         host = FunctionHost(template.functions())

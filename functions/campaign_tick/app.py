@@ -6,6 +6,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from herald import clock
+from herald.campaigns import guardrails
 from herald.campaigns.alerts import Notifier
 from herald.campaigns.tick import Tick, TickFailed
 from herald.config import TableNames, require
@@ -44,6 +45,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             metrics.add_metric(name="Exits", unit=MetricUnit.Count, value=run.exited)
     metrics.add_metric(name="DeliveriesQueued", unit=MetricUnit.Count, value=report.queued_sends)
     metrics.add_metric(name="OutboxRequeued", unit=MetricUnit.Count, value=report.requeued_outbox)
+    _publish_pending_alerts()
     summary = report.summary()
     logger.info("campaign tick", extra={"tick": summary})
     return summary
+
+
+def _publish_pending_alerts() -> None:
+    """Guardrail alerts whose publish failed go out now (herald.campaigns.guardrails); never fails the tick."""
+    try:
+        published = guardrails.publish_pending(notifier)
+    except Exception:  # still pending: the next tick tries again
+        logger.exception("pending guardrail alerts not published")
+        return
+    if published:
+        metrics.add_metric(name="GuardrailAlertsRepublished", unit=MetricUnit.Count, value=published)

@@ -101,7 +101,9 @@ def stats(campaign_id: str) -> Response[Any]:
     return json_response(200, service.stats_view(campaign_id))
 
 
-@router.get("/campaigns/<campaign_id>/alerts", summary="In-Campaign % alerts, newest first")
+@router.get(
+    "/campaigns/<campaign_id>/alerts", summary="The campaign's alerts (In-Campaign %, guardrail pauses), newest first"
+)
 def list_alerts(campaign_id: str) -> Response[Any]:
     service.get(campaign_id, with_stats=False)
     return json_response(200, {"items": alerts.alerts_of(campaign_id)})

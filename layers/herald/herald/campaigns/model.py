@@ -33,6 +33,7 @@ MAX_TARGETS = 20
 RECEIVED = "campaign.received"
 MAX_ACTIONS = 10
 MAX_SUBSCRIBERS = 20
+MAX_GUARDRAIL_WINDOW_HOURS = 168
 
 Description = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")]
@@ -263,6 +264,26 @@ class UnsubscribeSettings(Strict):
 _PCT = Annotated[float, Field(ge=0, le=100)]
 
 
+class Guardrails(Strict):
+    """The campaign's sending guardrails (issue 5): pause it when too many emails bounce hard or draw complaints.
+
+    Over the last ``window_hours`` hours (the current hour included), once at
+    least ``min_sent`` messages were sent, a hard-bounce rate or complaint rate
+    strictly above its threshold pauses the campaign and raises an alert
+    (:mod:`herald.campaigns.guardrails`).
+    """
+
+    hard_bounce_pct: _PCT = Field(default=5.0, description="Hard bounces ÷ sent, in %, above which it pauses")
+    complaint_pct: _PCT = Field(default=0.1, description="Complaints ÷ sent, in %, above which it pauses")
+    min_sent: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=200, description="Messages sent in the window before the rates count"
+    )
+    window_hours: Annotated[int, Field(ge=1, le=MAX_GUARDRAIL_WINDOW_HOURS)] = Field(
+        default=24, description="The sliding window, in hours (1 to 168)"
+    )
+    enabled: bool = True
+
+
 class CampaignFields(Strict):
     """Everything a campaign's owner may set (create takes all, PATCH any subset)."""
 
@@ -286,6 +307,7 @@ class CampaignFields(Strict):
     expected_in_campaign_pct: _PCT = 90.0
     alert_subscribers: Annotated[list[EmailStr], Field(max_length=MAX_SUBSCRIBERS)] = []
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
+    guardrails: Guardrails = Guardrails()
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignFields:
@@ -345,6 +367,7 @@ class CampaignPatch(Strict):
     expected_in_campaign_pct: _PCT | None = None
     alert_subscribers: Annotated[list[EmailStr], Field(max_length=MAX_SUBSCRIBERS)] | None = None
     unsubscribe: UnsubscribeSettings | None = None
+    guardrails: Guardrails | None = Field(default=None, description="Replaces the whole object (omitted = default)")
 
 
 class LaunchIn(Strict):
@@ -389,9 +412,12 @@ class Campaign(BaseModel):
     expected_in_campaign_pct: float
     alert_subscribers: list[str]
     unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
+    guardrails: Guardrails = Guardrails()
     state: State
     launched_at: str | None
     stopped_at: str | None
+    stopped_reason: str | None = None
+    paused_by: str | None = None
     launch: dict[str, Any] | None
     created_at: str
     updated_at: str

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pynamodb.exceptions import PutError
 
 from herald import clock
-from herald.campaigns import alerts, review
+from herald.campaigns import alerts, guardrails, review
 from herald.campaigns.model import (
     Campaign,
     CampaignFields,
@@ -166,7 +166,11 @@ def launch(campaign_id: str, data: LaunchIn, resume: bool = False) -> Campaign:
     record.state = State.LAUNCHED.value
     record.live_type = "campaign"
     record.stopped_at = None
-    if not resume:
+    record.stopped_reason = None
+    record.paused_by = None
+    if resume:
+        record.guardrail_baseline = guardrails.baseline(campaign_id, clock.now())
+    else:
         record.launched_at = now
         record.launch = {
             "at": now,
@@ -185,6 +189,8 @@ def stop(campaign_id: str) -> Campaign:
     record.state = State.STOPPED.value
     record.live_type = None
     record.stopped_at = clock.now_iso()
+    record.paused_by = guardrails.OPERATOR
+    record.stopped_reason = "stopped by an operator"
     _save(record, state=State.LAUNCHED)
     return to_campaign(record)
 
@@ -236,6 +242,8 @@ def to_campaign(record: CampaignRecord, stats: dict[str, Any] | None = None) -> 
         state=State(record.state),
         launched_at=record.launched_at,
         stopped_at=record.stopped_at,
+        stopped_reason=record.stopped_reason,
+        paused_by=record.paused_by,
         launch=record.launch,
         created_at=record.created_at,
         updated_at=record.updated_at,

@@ -29,6 +29,12 @@ TTL ``expiration``) and the campaign's statistics rows, so an event arriving
 twice is applied and counted once. Opens and clicks record their activity
 first (its own transaction, idempotent by an event id derived from the SES
 event), then the marker and statistics.
+
+**Guardrails:** a hard bounce or complaint is also added to the campaign's
+``hour#<hour>`` statistics row (in the same transaction, so once) of the hour
+the event *occurred* (SES's timestamp, or now if that is in the future), with
+the row's TTL; the campaigns that got one are in :attr:`Ingestor.guarded`, for
+:mod:`herald.campaigns.guardrails` to check after the batch.
 """
 
 from __future__ import annotations
@@ -71,6 +77,9 @@ OPEN = "open"
 CLICK = "click"
 REJECT = "reject"
 RENDERING_FAILURE = "rendering_failure"
+
+# Kinds the sending guardrails count per hour (herald.campaigns.guardrails).
+GUARDED = frozenset({HARD_BOUNCE, COMPLAINT})
 
 # Campaign statistics each kind adds to (herald.store.stats.add_stats).
 STAT_OF = {
@@ -236,9 +245,14 @@ class Target:
 
 @dataclass
 class Ingestor:
-    """Applies the SES events of one invocation; ``counts`` feeds its metrics."""
+    """Applies the SES events of one invocation; ``counts`` feeds its metrics.
+
+    ``guarded`` collects the campaigns that got a hard bounce or complaint applied,
+    for the guardrails to check once the batch is done.
+    """
 
     counts: Counter[str] = field(default_factory=Counter)
+    guarded: set[str] = field(default_factory=set)
 
     def ingest(self, body: str) -> str:
         """Parse and apply one record; returns its outcome (raises Transient to retry it)."""
@@ -281,6 +295,8 @@ class Ingestor:
                         "SES event applied",
                         extra={"kind": event.kind, "contact_id": target.contact_id, "key": event.key},
                     )
+                    if event.kind in GUARDED and target.campaign_id:
+                        self.guarded.add(target.campaign_id)
                 return outcome
             failed = int(outcome)
             if failed == message_index:
@@ -295,7 +311,7 @@ class Ingestor:
         """The transaction items after marker and stats; the indexes of the contact and message items (or -1)."""
         items: list[dict[str, Any]] = []
         contact_index = message_index = -1
-        base = 3 if target.campaign_id else 1
+        base = 1 + len(_stat_updates(event, target))
         if event.kind in (HARD_BOUNCE, SOFT_BOUNCE):
             contact = contact_store.get(target.contact_id)
             if contact is not None and _bounced(event, contact):
@@ -397,20 +413,7 @@ def _commit(event: SesEvent, target: Target, effect: list[dict[str, Any]]) -> st
             }
         }
     ]
-    if target.campaign_id:
-        subject = stats_store.subject(target.campaign_id)
-        for metric in ("total", f"day#{event.timestamp[:10]}"):
-            items.append(
-                {
-                    "Update": {
-                        "TableName": StatsRecord.Meta.table_name,
-                        "Key": {"subject": {"S": subject}, "metric": {"S": metric}},
-                        "UpdateExpression": "ADD #n :one",
-                        "ExpressionAttributeNames": {"#n": STAT_OF[event.kind]},
-                        "ExpressionAttributeValues": {":one": {"N": "1"}},
-                    }
-                }
-            )
+    items += _stat_updates(event, target)
     items += effect
     client: Any = default_connection().client
     try:
@@ -427,6 +430,42 @@ def _commit(event: SesEvent, target: Target, effect: list[dict[str, Any]]) -> st
             return str(failed[0])
         raise Transient(f"SES event {event.key}: transaction cancelled ({codes})") from exc
     return "applied"
+
+
+def _stat_updates(event: SesEvent, target: Target) -> list[dict[str, Any]]:
+    """The campaign's ``total`` and ``day#`` rows, and for a hard bounce or complaint its ``hour#`` row."""
+    if not target.campaign_id:
+        return []
+    subject = stats_store.subject(target.campaign_id)
+    rows: list[tuple[str, dict[str, str]]] = [("total", {}), (f"day#{event.timestamp[:10]}", {})]
+    if event.kind in GUARDED:
+        hour = stats_store.hour_of(min(_moment(event.timestamp), clock.now()))
+        rows.append((hour, {"N": str(stats_store.hour_expiration(hour))}))
+    updates = []
+    for metric, expiration in rows:
+        expression = "ADD #n :one"
+        names = {"#n": STAT_OF[event.kind]}
+        values: dict[str, Any] = {":one": {"N": "1"}}
+        if expiration:
+            expression += " SET #e = :e"
+            names["#e"] = stats_store.TTL_ATTRIBUTE
+            values[":e"] = expiration
+        updates.append(
+            {
+                "Update": {
+                    "TableName": StatsRecord.Meta.table_name,
+                    "Key": {"subject": {"S": subject}, "metric": {"S": metric}},
+                    "UpdateExpression": expression,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        )
+    return updates
+
+
+def _moment(instant: str) -> datetime:
+    return datetime.fromisoformat(instant.replace("Z", "+00:00"))
 
 
 def _bounced(event: SesEvent, contact: Contact) -> bool:

@@ -31,7 +31,8 @@ contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
    in one transaction with their message record.
 
 Every send ends as a message record; :class:`Tally` adds the outcomes to the
-campaign's statistics once per batch.
+campaign's statistics once per batch (``total``, ``day#…``, and ``sent`` to the
+``hour#…`` row the sending guardrails read).
 """
 
 from __future__ import annotations
@@ -145,8 +146,14 @@ class Tally:
             total.update(counter)
         return total
 
-    def flush(self, day: str) -> None:
-        """``add_stats`` on ``total`` and ``day#<day>`` for every campaign with outcomes."""
+    def flush(self, now: datetime) -> None:
+        """``add_stats`` on ``total`` and ``day#<day>`` for every campaign with outcomes, and ``hour#<hour>``.
+
+        The hour row gets only ``sent`` (the guardrails' denominator, see
+        :mod:`herald.campaigns.guardrails`), and its TTL, and only when something was sent.
+        """
+        day = now.astimezone(UTC).strftime("%Y-%m-%d")
+        hour = stats_store.hour_of(now)
         for campaign_id, counter in sorted(self.by_campaign.items()):
             deltas = {name: count for name, count in counter.items() if count}
             if not deltas:
@@ -154,6 +161,9 @@ class Tally:
             subject = stats_store.subject(campaign_id)
             stats_store.add_stats(subject, "total", deltas)
             stats_store.add_stats(subject, f"day#{day}", deltas)
+            if deltas.get(messages.SENT):
+                expiration = {stats_store.TTL_ATTRIBUTE: stats_store.hour_expiration(hour)}
+                stats_store.add_stats(subject, hour, {messages.SENT: deltas[messages.SENT]}, expiration)
         self.by_campaign.clear()
 
 
@@ -552,7 +562,7 @@ class Sender:
         self._record(plan, contact_id, previous, messages.DEFERRED, now, reason="campaign stopped", due_at=due_at)
 
     def flush_stats(self) -> None:
-        self.tally.flush(clock.now().astimezone(UTC).strftime("%Y-%m-%d"))
+        self.tally.flush(clock.now())
 
 
 # --------------------------------------------------------------------------

@@ -386,6 +386,10 @@ class CampaignRecord(Model):
 
     ``live_type = campaign`` is set only while the campaign is launched and not
     stopped, so the tick finds its candidates on the sparse ``LiveIndex``.
+    ``paused_by`` (``operator`` or ``guardrail``) and ``stopped_reason`` say why
+    a stopped campaign stopped; ``guardrail_baseline`` is the current hour's
+    guardrail counters at its last resume, so only newer evidence counts
+    (:mod:`herald.campaigns.guardrails`).
     """
 
     class Meta:
@@ -402,6 +406,9 @@ class CampaignRecord(Model):
     launched_at = UnicodeAttribute(null=True)
     stopped_at = UnicodeAttribute(null=True)
     launch = JSONMapAttribute(null=True)
+    stopped_reason = UnicodeAttribute(null=True)
+    paused_by = UnicodeAttribute(null=True)
+    guardrail_baseline = JSONMapAttribute(null=True)
     version = VersionAttribute()
 
     live_index = CampaignLiveIndex()
@@ -525,8 +532,25 @@ class AlertRecord(Model):
     at = UnicodeAttribute()
 
 
+class AlertOutboxRecord(Model):
+    """An alert written with its cause but not yet published (``entity_type = alert_outbox``, SK ``<at>#<campaign>``).
+
+    Deleted once SNS accepted it; one left behind is published again by the next
+    guardrail check or campaign tick, so a failed publish never loses the alert.
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    campaign_id = UnicodeAttribute()
+    subject = UnicodeAttribute()
+    message = UnicodeAttribute()
+
+
 class StatsRecord(Model):
-    """Counters of a subject (``campaign#<id>``) per metric row (``total``, ``day#YYYY-MM-DD``)."""
+    """Counters of a subject (``campaign#<id>``) per metric row (``total``, ``day#YYYY-MM-DD``, ``hour#…THH``)."""
 
     class Meta:
         table_name = "StatsTable"
@@ -544,6 +568,7 @@ ALL_MODELS += [
     ("catalog", LeaseRecord),
     ("catalog", FiredRecord),
     ("catalog", AlertRecord),
+    ("catalog", AlertOutboxRecord),
     ("stats", StatsRecord),
 ]
 
