@@ -109,11 +109,14 @@ class Herald:
             sqs.delete_message_batch(QueueUrl=url, Entries=entries)
 
     def _queue_urls(self) -> dict[str, str]:
-        sqs = boto3.client("sqs")
-        return {
-            lid: sqs.get_queue_url(QueueName=self.template.physical_name(lid))["QueueUrl"]
-            for lid in self.template.of_type("AWS::SQS::Queue")
-        }
+        """Every queue's URL by logical id, looked up once (the template's queues never change)."""
+        if not hasattr(self, "_urls"):
+            sqs = boto3.client("sqs")
+            self._urls = {
+                lid: sqs.get_queue_url(QueueName=self.template.physical_name(lid))["QueueUrl"]
+                for lid in self.template.of_type("AWS::SQS::Queue")
+            }
+        return dict(self._urls)
 
     def wait_for_executions(self, timeout: float = 20.0) -> list[dict[str, Any]]:
         """Wait until no execution of any state machine is running; returns them all."""
