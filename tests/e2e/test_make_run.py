@@ -224,6 +224,44 @@ def test_readme_campaign_walkthrough_runs_as_written(runtime: Running) -> None:
     assert again["queued_sends"] == 0 and again["campaigns"]["club-winter"]["enrolled"] == 0
 
 
+def run_campaign_walkthrough(runtime: Running) -> None:
+    for command in campaign_commands():
+        if command.endswith("/campaigns/club-winter/stats"):
+            wait_until_settled(runtime, ["club-winter", "club-flash"])
+        local_command = command.replace("localhost:3000", f"127.0.0.1:{runtime.port}")
+        subprocess.run(local_command, shell=True, capture_output=True, text=True, timeout=120, check=True)
+
+
+def email_block() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Email, unsubscribe and webhooks", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith(("curl ", "TOKEN="))]
+
+
+def test_readme_email_and_unsubscribe_round_trip_runs_as_written(runtime: Running) -> None:
+    run_campaign_walkthrough(runtime)
+    lines = [line.replace("localhost:3000", f"127.0.0.1:{runtime.port}") for line in email_block()]
+    # one bash script, so TOKEN carries over; each curl reports its status after a marker
+    script = "\n".join(f"{line} -w '\\n@@@%{{http_code}}\\n'" if line.startswith("curl ") else line for line in lines)
+    result = subprocess.run(["bash", "-ec", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    parts = result.stdout.split("@@@")
+    statuses = [int(part[:3]) for part in parts[1:]]
+    bodies = [parts[0]] + [part[4:] for part in parts[1:-1]]
+    assert statuses == [200, 200, 200, 200, 200, 403, 200], (statuses, result.stdout[-2000:])
+    outbox = json.loads(bodies[0])
+    raw = outbox["items"][0]["raw"]
+    assert "List-Unsubscribe: <http://127.0.0.1:" in raw and "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+    assert "Subject: Ada, 25% off for you" in raw and "Herald Demo Ltd" in raw and "/preferences?token=" in raw
+    assert "Unsubscribe?" in bodies[1] and "<form" in bodies[1]
+    assert "You are unsubscribed" in bodies[2] and "You are unsubscribed" in bodies[3]
+    assert "preferences" in bodies[4].lower()
+    assert json.loads(bodies[5])["error"] == "forbidden"
+    assert json.loads(bodies[6])["unsubscribed"] == 1
+    _, messages = runtime.request("GET", "/contacts/ada/messages")
+    assert [m["status"] for m in messages["items"]].count("sent") == 1
+
+
 def test_data_survives_a_restart_and_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     data_file = tmp_path / "data.json"
     first = start(data_file)

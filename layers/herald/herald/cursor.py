@@ -19,7 +19,8 @@ def encode_cursor(state: dict[str, Any] | None, listing: str = "") -> str | None
     """Encode a pagination state for a listing, or ``None`` when there are no more pages."""
     if state is None:
         return None
-    raw = json.dumps({**state, "l": listing}, separators=(",", ":"), sort_keys=True).encode()
+    # The state is nested, so none of its keys can collide with the listing's.
+    raw = json.dumps({"s": state, "l": listing}, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -32,8 +33,8 @@ def decode_cursor(cursor: str | None, listing: str = "") -> dict[str, Any] | Non
         state = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("cursor is not a valid pagination cursor", field="cursor") from exc
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not isinstance(state.get("s"), dict):
         raise BadRequest("cursor is not a valid pagination cursor", field="cursor")
-    if state.pop("l", None) != listing:
+    if state.get("l") != listing:
         raise BadRequest("cursor belongs to another listing (other filters or endpoint)", field="cursor")
-    return state
+    return dict(state["s"])

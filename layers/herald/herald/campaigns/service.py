@@ -200,6 +200,9 @@ def stop(campaign_id: str) -> Campaign:
 # --------------------------------------------------------------------------
 
 
+RESPONSE_STATS = ("delivered", "opened", "clicked", "bounced_hard", "bounced_soft", "complaints", "unsubscribed")
+
+
 def stats_view(campaign_id: str, record: CampaignRecord | None = None) -> dict[str, Any]:
     """The campaign's statistics and In-Campaign % (from the last tick's figures)."""
     rows = stats.read_stats(f"campaign#{campaign_id}")
@@ -223,6 +226,8 @@ def stats_view(campaign_id: str, record: CampaignRecord | None = None) -> dict[s
         "suppressed": int(total.get("suppressed", 0)),
         "suppressed_by_reason": suppressed,
         "failed": int(total.get("failed", 0)),
+        # what came back from the providers and the readers (SES events, unsubscribe links)
+        **{name: int(total.get(name, 0)) for name in RESPONSE_STATS},
         "last_tick": total.get("last_tick"),
         "days": {k[4:]: v for k, v in sorted(rows.items()) if k.startswith("day#")},
     }
