@@ -6,6 +6,7 @@ name and metrics namespace come from ``POWERTOOLS_*`` variables in the
 template's ``Globals``.
 """
 
+import os
 import warnings
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -15,4 +16,6 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
+# The namespace falls back to the template's value when this module is imported before a
+# function's environment is applied (benchmarks and tools that import the domain first).
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Herald")
