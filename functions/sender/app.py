@@ -33,6 +33,7 @@ signing.configure(require("SIGNING_SECRET_ARN"))
 email.configure(EmailSettings.from_env())
 default_channels = channels.AwsChannels(require("SENDER_EMAIL"), os.environ.get("SES_CONFIGURATION_SET") or None)
 processor = BatchProcessor(event_type=EventType.SQS)
+SEND_MARGIN_MS = 30_000
 
 METRICS = {
     "sent": "MessagesSent",
@@ -88,7 +89,11 @@ def _outcome(record: SQSRecord, outcomes: dict[str, Exception | None]) -> None:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    sender = Sender(channels.resolve(default_channels))
+    # A wave of sends starts only with time left for its slowest call (a webhook's budget) and the records.
+    sender = Sender(
+        channels.resolve(default_channels),
+        has_time=lambda: context.get_remaining_time_in_millis() > SEND_MARGIN_MS,
+    )
     try:
         outcomes = _deliver_all(event.get("Records", []), sender)
         # Powertools shapes the partial batch response from the outcomes decided above.

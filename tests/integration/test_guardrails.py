@@ -57,10 +57,11 @@ def guarded_campaign(h: Herald, campaign_id: str = "spring", **guardrail_setting
 
 
 def sent(count: int, campaign_id: str = "spring") -> None:
-    """``count`` messages sent now, tallied as the sender tallies them."""
+    """``count`` emails sent now, tallied as the sender tallies them."""
     tally = sender.Tally()
     for _ in range(count):
         tally.count(campaign_id, messages.SENT)
+        tally.count(campaign_id, sender.SENT_EMAIL)
     tally.flush(clock.now())
 
 

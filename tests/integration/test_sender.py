@@ -746,3 +746,63 @@ def test_a_contact_changed_between_read_and_record_is_recorded_one_by_one(herald
 def test_throttled_deliveries_back_off_exponentially_up_to_fifteen_minutes(receives: int, low: int, high: int) -> None:
     delays = {sender.retry_delay(receives) for _ in range(50)}
     assert all(low <= d <= high for d in delays) and len(delays) > 1
+
+
+def test_a_contact_in_two_deliveries_of_one_batch_is_capped_across_both(herald: Herald, time_: Clock) -> None:
+    cap_policy(max_messages=1, window_hours=24)
+    contact(herald, "c1")
+    campaign("a", [{"type": "email", "subject": "A", "body": "a"}])
+    campaign("b", [{"type": "email", "subject": "B", "body": "b"}], priority=20)
+    # the tick's message and a release's message for the same contact, in one SQS batch
+    deliver(herald, {"contact_id": "c1", "sends": [send("a")]}, {"contact_id": "c1", "sends": [send("b", priority=20)]})
+    assert [m.subject for m in emails()] == ["A"]
+    assert record("b", "c1").status == "deferred"  # type: ignore[union-attr]
+
+
+def test_without_time_for_a_wave_nothing_is_claimed_and_the_delivery_is_retried(herald: Herald, time_: Clock) -> None:
+    recorder = Recorder()
+    channels.use(recorder)
+    contact(herald, "c1")
+    campaign("late", [EMAIL])
+    out_of_time = sender.Sender(recorder, has_time=lambda: False)
+    body = sender.DeliveryIn.model_validate({"contact_id": "c1", "sends": [send("late")]})
+    failures = out_of_time.deliver_batch([body])
+    assert isinstance(failures[0], sender.Transient) and recorder.sent == []
+    assert record("late", "c1") is None  # unclaimed: the retry sends it
+    assert sender.Sender(recorder).deliver_batch([body]) == {}
+    assert len(recorder.sent) == 1 and record("late", "c1").status == "sent"  # type: ignore[union-attr]
+
+
+def test_claims_committed_before_a_store_error_are_released(
+    herald: Herald, time_: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    channels.use(recorder)
+    contact(herald, "c1")
+    campaign("flaky", [EMAIL])
+    real = sender.commit_units
+
+    def commit_then_fail(units: Any) -> Any:
+        real(units)  # the claims are written ...
+        raise RuntimeError("... and then DynamoDB throttles the next chunk")
+
+    monkeypatch.setattr(sender, "commit_units", commit_then_fail)
+    body = sender.DeliveryIn.model_validate({"contact_id": "c1", "sends": [send("flaky")]})
+    failures = sender.Sender(recorder).deliver_batch([body])
+    assert isinstance(failures[0], sender.Transient) and recorder.sent == []
+    assert record("flaky", "c1") is None  # released, so the retry can send
+    monkeypatch.undo()
+    channels.use(recorder)
+    assert sender.Sender(recorder).deliver_batch([body]) == {}
+    assert len(recorder.sent) == 1
+
+
+def test_the_guardrails_hour_row_counts_emails_only(herald: Herald, time_: Clock) -> None:
+    recorder = Recorder()
+    channels.use(recorder)
+    contact(herald, "c1", phone="+447700900001", consent=consent("email", "sms"))
+    campaign("mixed", [EMAIL, {"type": "sms", "text": "Hi"}])
+    deliver(herald, {"contact_id": "c1", "sends": [send("mixed")]})
+    assert len(recorder.sent) == 2 and stats("mixed")["sent"] == 2
+    hours = stats_store.read_stats("campaign#mixed", "hour#")
+    assert [row["sent"] for row in hours.values()] == [1]

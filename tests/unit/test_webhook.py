@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import shutil
 import socket
 import ssl
@@ -396,3 +397,15 @@ def test_the_campaign_action_is_checked_at_save(monkeypatch: pytest.MonkeyPatch)
     assert field == "actions.0.webhook.body" and "default" in message
     [(field, _)] = action_errors({**good, "extra": 1})
     assert field == "actions.0.webhook.extra"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["::7f00:1", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::ffff:10.0.0.1", "::1", "240.0.0.1"],
+)
+def test_ipv6_forms_of_private_addresses_and_reserved_ranges_are_refused(address: str) -> None:
+    assert webhook._public(ipaddress.ip_address(address)) is False
+
+
+def test_ipv6_forms_of_a_public_address_are_allowed() -> None:
+    assert webhook._public(ipaddress.ip_address("64:ff9b::5db8:d822")) is True  # NAT64 of 93.184.216.34

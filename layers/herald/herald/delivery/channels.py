@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -130,26 +131,33 @@ class AwsChannels:
         self._ses = ses
         self._sns = sns
         self._webhooks = webhooks
+        self._lock = threading.Lock()
         # Read now: a handler builds its channels at cold start, while its environment is certainly set.
         self._signing_secret_arn = os.environ.get("SIGNING_SECRET_ARN")
 
+    # The sender calls providers from several threads; boto3's default session is not
+    # safe to build clients from concurrently, so clients are made once, under a lock.
+
     def ses(self) -> Any:
-        if self._ses is None:
-            self._ses = boto3.client("sesv2", config=_CONFIG)
-        return self._ses
+        with self._lock:
+            if self._ses is None:
+                self._ses = boto3.client("sesv2", config=_CONFIG)
+            return self._ses
 
     def sns(self) -> Any:
-        if self._sns is None:
-            self._sns = boto3.client("sns", config=_CONFIG)
-        return self._sns
+        with self._lock:
+            if self._sns is None:
+                self._sns = boto3.client("sns", config=_CONFIG)
+            return self._sns
 
     def webhooks(self) -> WebhookChannel:
         """The webhook channel, made on first use (it keeps its connection pools and host cool-downs)."""
-        if self._webhooks is None:
-            from herald.delivery import webhook  # here, not at the top: webhook imports this module
+        with self._lock:
+            if self._webhooks is None:
+                from herald.delivery import webhook  # here, not at the top: webhook imports this module
 
-            self._webhooks = webhook.WebhookChannel(sign=webhook.herald_signer(self._signing_secret_arn))
-        return self._webhooks
+                self._webhooks = webhook.WebhookChannel(sign=webhook.herald_signer(self._signing_secret_arn))
+            return self._webhooks
 
     def send(self, message: Outgoing) -> str:
         if not isinstance(message, Email | Sms | Push):

@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from aws_lambda_powertools.metrics import MetricUnit
 from jinja2 import TemplateError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -58,7 +59,7 @@ from herald.delivery import email, webhook
 from herald.delivery.queue import MAX_SENDS_PER_MESSAGE, delivery_messages
 from herald.delivery.render import personalisation, render
 from herald.errors import NotFound
-from herald.observability import logger
+from herald.observability import logger, metrics
 from herald.policy import engine
 from herald.policy.service import load_policies
 from herald.segments.evaluation import SOFT_BOUNCE_LIMIT
@@ -82,6 +83,7 @@ THROTTLE_DELAY_CAP = 900
 # Provider calls of one batch in flight at once (a batch is at most 10 contacts).
 PROVIDER_CONCURRENCY = 10
 RECEIVED_EVENT = "campaign.received"
+SENT_EMAIL = "sent_email"
 
 QueueSend = Callable[[list[dict[str, Any]]], None]
 PolicyLoader = Callable[[], Sequence[engine.ContactPolicy]]
@@ -149,8 +151,9 @@ class Tally:
     def flush(self, now: datetime) -> None:
         """``add_stats`` on ``total`` and ``day#<day>`` for every campaign with outcomes, and ``hour#<hour>``.
 
-        The hour row gets only ``sent`` (the guardrails' denominator, see
-        :mod:`herald.campaigns.guardrails`), and its TTL, and only when something was sent.
+        The hour row gets only the *emails* sent, as ``sent`` (the guardrails'
+        denominator: bounces and complaints are email's, see
+        :mod:`herald.campaigns.guardrails`), and its TTL, and only when an email was sent.
         """
         day = now.astimezone(UTC).strftime("%Y-%m-%d")
         hour = stats_store.hour_of(now)
@@ -161,9 +164,9 @@ class Tally:
             subject = stats_store.subject(campaign_id)
             stats_store.add_stats(subject, "total", deltas)
             stats_store.add_stats(subject, f"day#{day}", deltas)
-            if deltas.get(messages.SENT):
+            if deltas.get(SENT_EMAIL):
                 expiration = {stats_store.TTL_ATTRIBUTE: stats_store.hour_expiration(hour)}
-                stats_store.add_stats(subject, hour, {messages.SENT: deltas[messages.SENT]}, expiration)
+                stats_store.add_stats(subject, hour, {messages.SENT: deltas[SENT_EMAIL]}, expiration)
         self.by_campaign.clear()
 
 
@@ -213,8 +216,14 @@ class Sender:
     ``campaign.received`` events. Only the suppressions Query stays per contact.
     """
 
-    def __init__(self, channels: providers.Channels, policies: PolicyLoader | None = None) -> None:
+    def __init__(
+        self,
+        channels: providers.Channels,
+        policies: PolicyLoader | None = None,
+        has_time: Callable[[], bool] | None = None,
+    ) -> None:
         self.channels = channels
+        self._has_time = has_time or (lambda: True)
         self.tally = Tally()
         self._load_policies = policies or load_policies
         self._policies: list[engine.ContactPolicy] | None = None
@@ -343,6 +352,7 @@ class Sender:
         rules = {p.policy_id: p for c in wanted for p in engine.applicable(policies, c.category, c.campaign_group)}
         window = max((cap.window_hours for p in rules.values() for cap in p.caps), default=0)
         seen = history(contact.contact_id, now - timedelta(hours=window)) if window else []
+        seen += self._pending_for(contact.contact_id, now)  # this batch's earlier deliveries to the contact
         for decision in engine.decide(wanted, seen, policies, zone, now):
             plan, previous = by_key[decision.key]
             if decision.outcome == "send":
@@ -382,24 +392,56 @@ class Sender:
         message = _message(plan, contact.contact_id, previous, messages.SENDING, clock.to_iso(now))
         self._pending.append(_Pending(self._delivery, plan, contact.contact_id, previous, outgoing, message))
 
-    def _dispatch(self, pending: list[_Pending], failures: dict[int, Exception]) -> None:
-        """Claim every pending send in packed transactions, then hand each claimed one to its provider.
+    def _pending_for(self, contact_id: str, now: datetime) -> list[engine.Sent]:
+        """The channel sends already decided in this batch for the contact, as the policy engine counts them."""
+        return [
+            engine.Sent(
+                item.plan.channel, now, _spec(item.plan).get("category"), _spec(item.plan).get("campaign_group")
+            )
+            for item in self._pending
+            if item.contact_id == contact_id and item.plan.channel in CHANNELS
+        ]
 
-        A claim refused by its condition means another sender (or an earlier
-        delivery of this queue message) handled the message: it is skipped.
+    def _dispatch(self, pending: list[_Pending], failures: dict[int, Exception]) -> None:
+        """Claim and send the pending messages in waves of :data:`PROVIDER_CONCURRENCY`.
+
+        Each wave is claimed (packed transaction; a claim refused by its
+        condition means another sender, or an earlier delivery of this queue
+        message, handled it: skipped) just before its provider calls, which run
+        side by side. A wave starts only while the invocation has time for it,
+        so a timeout never strands claimed messages: what did not start is
+        returned for retry, unclaimed.
         """
+        for start in range(0, len(pending), PROVIDER_CONCURRENCY):
+            wave = [item for item in pending[start : start + PROVIDER_CONCURRENCY] if item.delivery not in failures]
+            if not wave:
+                continue
+            if not self._has_time():
+                for item in wave:
+                    failures.setdefault(item.delivery, Transient("the invocation ran out of time before this send"))
+                continue
+            claimed = self._claim(wave, failures)
+            with ThreadPoolExecutor(max_workers=max(1, len(claimed))) as pool:
+                outcomes = list(pool.map(self._call, claimed))
+            for item, error in zip(claimed, outcomes, strict=True):
+                self._provided(item, error, failures)
+
+    def _claim(self, wave: list[_Pending], failures: dict[int, Exception]) -> list[_Pending]:
+        """Claim the wave's messages in packed transactions; returns those this sender now owns."""
         units = []
-        for item in pending:
+        for item in wave:
             operation, item.token = messages.claim_operation(item.message, item.plan.message_id)
             units.append(Unit(tag=item.plan.message_id, operations=[operation]))
         try:
             report = commit_units(units)
         except Exception as exc:
-            for item in pending:
+            # Some chunks may have committed before the error: release them all (conditional on the token).
+            for item in wave:
                 failures.setdefault(item.delivery, Transient(f"claiming sends failed: {exc}"))
-            return
+                self._release(item)
+            return []
         claimed: list[_Pending] = []
-        for position, item in enumerate(pending):
+        for position, item in enumerate(wave):
             failure = report.failures.get(position)
             if failure is not None:
                 if any(label.startswith(INVALID_PREFIX) or label == CONFLICT for label in failure.labels):
@@ -407,14 +449,17 @@ class Sender:
                 else:
                     logger.info("message already handled", extra={"message_id": item.plan.message_id})
             elif item.delivery in failures:
-                messages.release(item.previous, item.plan.message_id, item.token)  # its queue message is retried
+                self._release(item)  # its queue message is retried
             else:
                 claimed.append(item)
-        # Provider calls wait on the network, so the batch's run side by side.
-        with ThreadPoolExecutor(max_workers=max(1, min(PROVIDER_CONCURRENCY, len(claimed)))) as pool:
-            outcomes = list(pool.map(self._call, claimed))
-        for item, error in zip(claimed, outcomes, strict=True):
-            self._provided(item, error, failures)
+        return claimed
+
+    def _release(self, item: _Pending) -> None:
+        try:
+            messages.release(item.previous, item.plan.message_id, item.token)
+        except Exception:  # the claim stays: never sent twice; visible as sending
+            logger.exception("claim not released", extra={"message_id": item.plan.message_id})
+            metrics.add_metric(name="DeliveryClaimsStranded", unit=MetricUnit.Count, value=1)
 
     def _call(self, item: _Pending) -> Exception | None:
         """Hand one claimed message to its provider (in a worker thread); the error, if any, is returned."""
@@ -431,15 +476,20 @@ class Sender:
         """Record what the provider answered: throttled → claim released, delivery retried; refused → failed."""
         plan = item.plan
         if isinstance(error, providers.ProviderThrottled):
-            messages.release(item.previous, plan.message_id, item.token)
+            self._release(item)
             reason = f"provider throttled ({error}); message {plan.message_id} will be retried"
             failures.setdefault(item.delivery, Throttled(reason))
         elif isinstance(error, providers.ProviderRejected):
-            messages.mark_failed(plan.message_id, item.token, error.reason, clock.now_iso())
             self.tally.count(plan.send.campaign_id, messages.FAILED)
             logger.warning("provider refused message", extra={"message_id": plan.message_id, "reason": error.reason})
+            try:
+                messages.mark_failed(plan.message_id, item.token, error.reason, clock.now_iso())
+            except Exception:  # stays sending: never retried, as intended for a refused message
+                logger.exception("failed message not recorded", extra={"message_id": plan.message_id})
         else:
             self.tally.count(plan.send.campaign_id, messages.SENT)
+            if plan.channel == "email":
+                self.tally.count(plan.send.campaign_id, SENT_EMAIL)
 
     def _record_sent(self, sent: list[_Pending], contacts: dict[str, Contact | None]) -> None:
         """Mark the batch's sends ``sent`` with each contact's ``campaign.received`` events, in packed transactions.
@@ -487,7 +537,10 @@ class Sender:
         except Exception:
             logger.exception("sent message not recorded", extra={"message_id": item.plan.message_id})
             return
-        self._received(item.contact_id, item.plan, item.sent_at)
+        try:
+            self._received(item.contact_id, item.plan, item.sent_at)
+        except Exception:  # the send is recorded; only its activity event is missing (repaired on redelivery)
+            logger.exception("received event not recorded", extra={"message_id": item.plan.message_id})
 
     def _received(self, contact_id: str, plan: _Plan, at: str) -> None:
         """Record ``campaign.received`` (event id = message id, so once) for rules on campaign responses."""

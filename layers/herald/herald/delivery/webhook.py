@@ -156,11 +156,28 @@ def _public_name(host: str) -> bool:
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return _public(embedded)
     # is_global excludes private, loopback, link-local (169.254.169.254 = metadata), CGNAT,
     # unique-local (fd00:ec2::254 = metadata over IPv6), reserved and unspecified ranges.
-    return address.is_global and not address.is_multicast
+    return address.is_global and not address.is_multicast and not address.is_reserved
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, compatible, NAT64, 6to4), which decides where it goes."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    packed = address.packed
+    if address in _NAT64 or packed[:12] == bytes(12):  # 64:ff9b::/96, or IPv4-compatible ::a.b.c.d
+        return ipaddress.IPv4Address(packed[12:])
+    return None
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def public_addresses(host: str, port: int, allow_private: bool, resolver: Resolver = socket.getaddrinfo) -> list[str]:

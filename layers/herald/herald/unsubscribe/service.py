@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 from herald import clock
 from herald.activity import service as activity
 from herald.activity.model import EventIn
-from herald.errors import BadRequest, Conflict, NotFound
+from herald.errors import BadRequest, Conflict, HeraldError, NotFound
 from herald.observability import logger
 from herald.store import contacts as contact_store
 from herald.store import stats as stats_store
@@ -324,6 +324,10 @@ def _event(payload: TokenPayload, event_id: str, event_type: str, scopes: list[s
         activity.record_event(payload.contact_id, event)
     except NotFound:
         logger.info("contact gone before its unsubscribe event was recorded", extra={"contact_id": payload.contact_id})
+    except HeraldError:
+        # The suppressions are written: the reader is unsubscribed, so the answer stays a success.
+        # A repeat of the request records the event (its id makes it once).
+        logger.exception("unsubscribe event not recorded", extra={"contact_id": payload.contact_id})
 
 
 def _change_id(kind: str, payload: TokenPayload, scopes: list[str]) -> str:
