@@ -28,7 +28,7 @@ run: $(STAMP)
 
 ## test: lint + types + template checks + sam build + every test tier
 test: lint types template build
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -73,6 +73,21 @@ class Herald:
         status, headers, body = http_response(self.host.invoke("ApiFunction", event))
         return Reply(status, headers, json.loads(body) if body else None)
 
+    def subscribe_queue(self, topic_logical_id: str, queue_name: str) -> str:
+        """A new SQS queue subscribed to one of the template's topics (to read what it publishes); its URL."""
+        arn = self.topic_arn(topic_logical_id)
+        sqs = boto3.client("sqs")
+        url: str = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        boto3.client("sns").subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
+        return url
+
+    def topic_arn(self, logical_id: str) -> str:
+        """The ARN of one of the template's topics."""
+        topic = self.template.physical_name(logical_id)
+        topics = boto3.client("sns").list_topics()["Topics"]
+        return str(next(t["TopicArn"] for t in topics if t["TopicArn"].endswith(f":{topic}")))
+
     def drain(self, function: str, limit: int = 10_000) -> int:
         """Deliver the function's SQS messages until its queue is empty; returns batches run."""
         sources = [s for s in sqs_sources(self.template, self._queue_urls()) if s.function == function]

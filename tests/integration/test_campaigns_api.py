@@ -163,13 +163,9 @@ def test_forecast_counts_newcomers_with_consent_applied(herald: Herald) -> None:
 
 
 def test_in_campaign_pct_below_expected_raises_one_alert_and_notifies(herald: Herald) -> None:
-    sns = boto3.client("sns")
-    topic = herald.template.physical_name("CampaignAlertsTopic")
-    arn = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(topic))
-    sqs = boto3.client("sqs")
-    inbox = sqs.create_queue(QueueName="alerts-inbox")["QueueUrl"]
-    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=inbox_arn)
+    inbox = herald.subscribe_queue("CampaignAlertsTopic", "alerts-inbox")
+    arn = herald.topic_arn("CampaignAlertsTopic")
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
     for cid in ("a", "b", "c"):
         customer(herald, cid)
     campaign(herald, "first", {"status": "Active"})

@@ -90,13 +90,8 @@ def guardrail_alerts(h: Herald, campaign_id: str = "spring") -> list[dict[str, A
 @pytest.fixture
 def inbox(herald: Herald) -> Callable[[], list[dict[str, Any]]]:
     """An SQS queue subscribed to the alerts topic; returns a reader of the SNS envelopes it received."""
-    sns = boto3.client("sns")
-    topic = herald.template.physical_name("CampaignAlertsTopic")
-    arn = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(topic))
+    url = herald.subscribe_queue("CampaignAlertsTopic", "guardrail-inbox")
     sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName="guardrail-inbox")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
     received: list[dict[str, Any]] = []
 
     def read() -> list[dict[str, Any]]:
