@@ -95,12 +95,7 @@ class _Side:
         ids = [contact_id for group in groups for contact_id in group]
         events = [_sqs_event(ids[i : i + batch]) for i in range(0, len(ids), batch)]
         with counting_requests() as counter:
-            started = time.perf_counter()
-            for event in events:
-                answer = runtime.invoke("SenderFunction", event)
-                if answer.get("batchItemFailures"):
-                    raise RuntimeError(f"deliveries failed: {answer}")
-            self.seconds += time.perf_counter() - started
+            self.seconds += _invoke_all(runtime, "SenderFunction", events)
         self.messages += len(ids)
         self.requests += sum(n for (service, _), n in counter.calls.items() if service == "dynamodb")
         self.calls.calls.update(counter.calls)
@@ -111,6 +106,16 @@ class _Side:
     def detail(self) -> str:
         ops = sorted(((op, n) for (service, op), n in self.calls.calls.items() if service == "dynamodb"), key=str)
         return ", ".join(f"{op} {n:,}" for op, n in ops)
+
+
+def _invoke_all(runtime: Runtime, function: str, events: list[dict[str, Any]]) -> float:
+    """Invoke the function on each SQS event in turn; the seconds it took (any item failure stops the run)."""
+    started = time.perf_counter()
+    for event in events:
+        answer = runtime.invoke(function, event)
+        if answer.get("batchItemFailures"):
+            raise RuntimeError(f"{function}: records failed: {answer}")
+    return time.perf_counter() - started
 
 
 def _load_contacts(runtime: Runtime, count: int) -> list[str]:
@@ -176,12 +181,7 @@ def _ingestion(runtime: Runtime, contact_ids: list[str]) -> None:
     bodies = [json.dumps(_sns(_ses_event(m, kind))) for m in sent for kind in ("Delivery", "Open")]
     events = [{"Records": [_sqs_record(b) for b in bodies[i : i + BATCH]]} for i in range(0, len(bodies), BATCH)]
     with counting_requests() as counter:
-        started = time.perf_counter()
-        for event in events:
-            answer = runtime.invoke("EventIngestionFunction", event)
-            if answer.get("batchItemFailures"):
-                raise RuntimeError(f"events failed: {answer}")
-        seconds = time.perf_counter() - started
+        seconds = _invoke_all(runtime, "EventIngestionFunction", events)
     writes = counter.writes()
     requests = sum(n for (service, _), n in counter.calls.items() if service == "dynamodb")
     print(

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from herald import clock
+from herald import clock, signing
 from herald.delivery import channels, webhook
 from herald.delivery.webhook import WebhookChannel
 from herald.store import messages
@@ -68,7 +68,8 @@ def webhook_key() -> bytes:
 
 def without_pauses() -> None:
     """The sender's providers, with a webhook channel that never sleeps between tries."""
-    hooks = WebhookChannel(sleep=lambda seconds: None, sign=webhook.herald_signer(signing_secret_arn()))
+    signing.configure(signing_secret_arn())  # as the sender does at cold start
+    hooks = WebhookChannel(sleep=lambda seconds: None)
     channels.use(channels.AwsChannels(SENDER_EMAIL, webhooks=hooks))
 
 

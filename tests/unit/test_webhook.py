@@ -105,27 +105,25 @@ def test_verify_signature_refuses_tampering_other_keys_and_stale_or_bad_timestam
     assert not webhook.verify_signature(KEY, "1000", body, header.replace("v1=", "v0="), now=1000)
 
 
-def test_without_an_injected_signer_the_key_comes_from_the_signing_secret_named_at_construction(
+def test_without_an_injected_signer_the_key_comes_from_the_signing_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from herald import signing
 
-    asked: list[tuple[str, str | None]] = []
+    asked: list[str] = []
 
-    def key(purpose: str, secret_arn: str | None = None) -> bytes:
-        asked.append((purpose, secret_arn))
+    def key(purpose: str) -> bytes:
+        asked.append(purpose)
         return f"key-for-{purpose}".encode()
 
     monkeypatch.setattr(signing, "key", key)
-    monkeypatch.setenv("SIGNING_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:herald-signing")
     sender = WebhookChannel(wall=lambda: NOW, allow_private=True)
-    monkeypatch.delenv("SIGNING_SECRET_ARN")  # a local function's environment is gone after its cold start
     with receiving(200) as receiver:
         sender.send(hook(receiver.url))
     [request] = receiver.requests
     header = request.headers["herald-signature"]
     assert webhook.verify_signature(b"key-for-webhook", str(int(NOW)), request.body, header, now=NOW)
-    assert asked == [("webhook", "arn:aws:secretsmanager:us-east-1:1:secret:herald-signing")]
+    assert asked == ["webhook"]
 
 
 def test_an_unreadable_signing_secret_is_throttled_without_a_request() -> None:

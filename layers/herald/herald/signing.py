@@ -33,21 +33,20 @@ def configure(secret_arn: str) -> None:
     _secret_arn = secret_arn
 
 
-def key(purpose: str, secret_arn: str | None = None) -> bytes:
+def key(purpose: str) -> bytes:
     """The signing key for ``purpose`` (e.g. ``"unsubscribe"``, ``"webhook"``).
 
-    The secret is ``secret_arn`` if given (a channel made at cold start passes
-    the one it captured), else the configured one, else ``SIGNING_SECRET_ARN``.
+    The secret is the one named by :func:`configure`, else ``SIGNING_SECRET_ARN``.
     """
-    root = parameters.get_secret(secret_arn or _secret_arn or require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
+    root = parameters.get_secret(_secret_arn or require("SIGNING_SECRET_ARN"), max_age=CACHE_SECONDS)
     if not isinstance(root, str) or not root:
         raise RuntimeError("the signing secret is empty")
     return hmac.new(root.encode(), purpose.encode(), hashlib.sha256).digest()
 
 
-def sign(purpose: str, payload: bytes, secret_arn: str | None = None) -> str:
+def sign(purpose: str, payload: bytes) -> str:
     """Hex HMAC-SHA256 of ``payload`` under the purpose's key."""
-    return hmac.new(key(purpose, secret_arn), payload, hashlib.sha256).hexdigest()
+    return hmac.new(key(purpose), payload, hashlib.sha256).hexdigest()
 
 
 def verify(purpose: str, payload: bytes, signature: str) -> bool:

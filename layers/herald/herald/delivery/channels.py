@@ -18,7 +18,6 @@ Provider errors come back as two kinds, because they are handled differently:
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -132,8 +131,6 @@ class AwsChannels:
         self._sns = sns
         self._webhooks = webhooks
         self._lock = threading.Lock()
-        # Read now: a handler builds its channels at cold start, while its environment is certainly set.
-        self._signing_secret_arn = os.environ.get("SIGNING_SECRET_ARN")
 
     # The sender calls providers from several threads; boto3's default session is not
     # safe to build clients from concurrently, so clients are made once, under a lock.
@@ -156,7 +153,7 @@ class AwsChannels:
             if self._webhooks is None:
                 from herald.delivery import webhook  # here, not at the top: webhook imports this module
 
-                self._webhooks = webhook.WebhookChannel(sign=webhook.herald_signer(self._signing_secret_arn))
+                self._webhooks = webhook.WebhookChannel()
             return self._webhooks
 
     def send(self, message: Outgoing) -> str:

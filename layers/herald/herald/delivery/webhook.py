@@ -62,7 +62,6 @@ SIGNING_PURPOSE = "webhook"
 SIGNATURE_VERSION = "v1"
 USER_AGENT = "Herald-Webhook/1"
 ALLOW_PRIVATE_ENV = "HERALD_WEBHOOK_ALLOW_PRIVATE"
-SIGNING_SECRET_ENV = "SIGNING_SECRET_ARN"
 
 CONNECT_TIMEOUT = 3.0  # seconds to open the connection (TLS handshake included)
 READ_TIMEOUT = 10.0  # seconds to wait for the response once the request is sent
@@ -234,10 +233,9 @@ def verify_signature(
     return False
 
 
-def herald_signer(secret_arn: str | None = None) -> Signer:
-    """Signs with the ``webhook`` key of the signing secret (``SIGNING_SECRET_ARN`` when not given)."""
-    arn = secret_arn or os.environ.get(SIGNING_SECRET_ENV) or None
-    return lambda payload: signing.sign(SIGNING_PURPOSE, payload, arn)
+def herald_signer() -> Signer:
+    """Signs with the ``webhook`` key of the signing secret (see :func:`herald.signing.configure`)."""
+    return lambda payload: signing.sign(SIGNING_PURPOSE, payload)
 
 
 # --------------------------------------------------------------------------
@@ -340,7 +338,7 @@ class WebhookChannel:
         self.resolver = resolver
         self.wall = wall
         self.monotonic = monotonic
-        self.sign = sign or herald_signer()  # the secret's ARN is read now, while the environment is set
+        self.sign = sign or herald_signer()
         self.tries = tries
         self.ca_certs = ca_certs
         self.allow_private = allow_private
