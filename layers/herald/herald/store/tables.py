@@ -783,3 +783,149 @@ class IdempotencyRecord(Model):
 
 
 ALL_MODELS += [("suppressions", SuppressionRecord), ("idempotency", IdempotencyRecord)]
+
+
+# --------------------------------------------------------------------------
+# Campaign flows (issue 6; keys in herald.store.flows)
+# --------------------------------------------------------------------------
+
+FLOW_ENTITY = "flow"
+LIVE_FLOW = "flow"
+
+
+class FlowLiveIndex(GlobalSecondaryIndex["FlowRecord"]):
+    """Active flows (``live_type = flow``) on the catalog's sparse LiveIndex."""
+
+    class Meta:
+        index_name = "LiveIndex"
+        projection = AllProjection()
+
+    live_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+
+
+class FlowRecord(Model):
+    """A flow (``entity_type = flow``); ``spec`` is its current version's settings and graph."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    status = UnicodeAttribute()
+    current_version = NumberAttribute()
+    spec = JSONMapAttribute()
+    live_type = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    activated_at = UnicodeAttribute(null=True)
+    stopped_at = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+
+    live_index = FlowLiveIndex()
+
+
+class FlowVersionRecord(Model):
+    """One version of a flow, immutable (``flowversion#<flow_id>`` / ``<n:06d>``)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    spec = JSONMapAttribute()
+    created_at = UnicodeAttribute()
+
+
+class FlowRunRecord(Model):
+    """A contact's run in a flow (``flow#<flow_id>`` / contact): the authority on who is in.
+
+    ``occurrence`` counts the contact's runs (``1``, ``2`` after a reset);
+    ``cohort`` is the cohort it entered with.
+    """
+
+    class Meta:
+        table_name = "EnrolmentsTable"
+
+    program_key = UnicodeAttribute(hash_key=True)
+    contact_id = UnicodeAttribute(range_key=True)
+    state = UnicodeAttribute()
+    occurrence = UnicodeAttribute()
+    occurrences = NumberAttribute(default=1)
+    enrolled_at = UnicodeAttribute()
+    exited_at = UnicodeAttribute(null=True)
+    exit_reason = UnicodeAttribute(null=True)
+    cohort = UnicodeAttribute(null=True)
+    flow_version = NumberAttribute(null=True)
+
+
+class CohortMemberRecord(Model):
+    """A contact walking with a cohort (``cohort#<cohort_id>`` / contact)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    occurrence = UnicodeAttribute()
+
+
+class CohortRecord(Model):
+    """A cohort's state (``flowcohort#<flow_id>`` / cohort id): ``filling``, ``running``, ``ended``."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    state = UnicodeAttribute()
+    flow_version = NumberAttribute()
+    root = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    started_at = UnicodeAttribute(null=True)
+    ended_at = UnicodeAttribute(null=True)
+    execution_arn = UnicodeAttribute(null=True)
+
+
+class PendingCohortRecord(Model):
+    """A filling cohort waiting for its window to close (``flowcohort#pending`` / ``<window end>#<cohort>``)."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    flow_id = UnicodeAttribute()
+    cohort_id = UnicodeAttribute()
+    flow_version = NumberAttribute()
+    starting = UnicodeAttribute(null=True)
+
+
+class StepLogRecord(Model):
+    """What a step did for one page of a cohort (``flowlog#<flow_id>`` / ``<cohort>#<seq>#<page>``).
+
+    ``outcomes`` maps each contact to ``[outcome, reason, message_id]``.
+    """
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    step_id = UnicodeAttribute()
+    step_type = UnicodeAttribute()
+    at = UnicodeAttribute()
+    occurrence_of = JSONMapAttribute()
+    outcomes = JSONMapAttribute()
+
+
+ALL_MODELS += [
+    ("catalog", FlowRecord),
+    ("catalog", FlowVersionRecord),
+    ("catalog", CohortMemberRecord),
+    ("catalog", CohortRecord),
+    ("catalog", PendingCohortRecord),
+    ("catalog", StepLogRecord),
+    ("enrolments", FlowRunRecord),
+]
