@@ -97,9 +97,9 @@ def check_settings(settings: FlowSettings) -> None:
         raise ValueError("segments: a segment is listed twice")
     if not settings.show_after_conversion and not settings.conversion_event:
         raise ValueError("conversion_event: required when show_after_conversion is false")
-    if settings.reset is not None and settings.reset.interactions == ResetInteractions.CONVERSIONS:
-        if not settings.conversion_event:
-            raise ValueError("conversion_event: required when reset.interactions is conversions")
+    resets_conversions = settings.reset is not None and settings.reset.interactions == ResetInteractions.CONVERSIONS
+    if resets_conversions and not settings.conversion_event:
+        raise ValueError("conversion_event: required when reset.interactions is conversions")
     if settings.start and settings.end and settings.end <= settings.start:
         raise ValueError("end: must be after start")
     scope = settings.unsubscribe.scope

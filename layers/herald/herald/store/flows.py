@@ -1,4 +1,4 @@
-"""Flows in DynamoDB (F1–F8 in docs/data-model.md).
+"""Flows in DynamoDB (the F rows of docs/data-model.md).
 
 - ``flow`` / ``<flow_id>`` (Catalog): the flow, its status and current version.
 - ``flowversion#<flow_id>`` / ``<n:06d>`` (Catalog): each version's settings and
