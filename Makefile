@@ -11,6 +11,8 @@ export AWS_DEFAULT_REGION ?= us-east-1
 FN ?= api
 EVENT ?= events/api/get-contact.json
 PORT ?= 3000
+# Flow delays pass TIME_SCALE times faster (86400: a day in a second) — `make run TIME_SCALE=86400` for the flow demo.
+TIME_SCALE ?= 1
 ENV ?= default
 
 .PHONY: run test lint types template unit integration e2e bench build deploy invoke clean venv
@@ -24,7 +26,7 @@ $(STAMP): requirements-dev.txt layers/herald/requirements.txt
 
 ## run: start Herald on the embedded AWS (API on http://127.0.0.1:$(PORT))
 run: $(STAMP)
-	$(BIN)/python -m local run --port $(PORT)
+	$(BIN)/python -m local run --port $(PORT) --time-scale $(TIME_SCALE)
 
 ## test: lint + types + template checks + sam build + every test tier
 test: lint types template build

@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where table data is kept between runs",
     )
     run.add_argument("--no-persist", action="store_true", help="start empty and keep nothing")
+    run.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="flow delays pass this many times faster (86400: a day in a second; default 1, real time)",
+    )
     invoke = commands.add_parser("invoke", help="run one function on one event, like sam local invoke")
     invoke.add_argument("function", help="logical id, function name or folder (e.g. api)")
     invoke.add_argument("event", type=Path, help="event JSON file (e.g. events/api/get-contact.json)")
@@ -44,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         api_port=args.port,
         aws_port=args.aws_port,
         data_file=None if args.no_persist else args.data,
+        time_scale=args.time_scale,
     )
     runtime = Runtime(options)
     runtime.start()

@@ -300,6 +300,17 @@ def change_members(group_type: GroupType, group_id: str, change: ManualChange, a
     return {"results": results, "warnings": warnings, "member_count": get(group_type, group_id).member_count}
 
 
+def automation_change(group_id: str, contact_ids: list[str], add: bool) -> dict[str, str]:
+    """A flow's ADD TO / REMOVE FROM SEGMENT step: per-contact outcomes, idempotent.
+
+    Like a workflow's change (seed 002), a flexi segment's next nightly run may undo it.
+    Raises NotFound when the segment is gone.
+    """
+    _record(GroupType.SEGMENT, group_id)
+    results = _manual(GroupType.SEGMENT, group_id, list(dict.fromkeys(contact_ids)), "flow", None, add=add)
+    return {r["contact_id"]: r["outcome"] for r in results}
+
+
 def _manual(
     group_type: GroupType, group_id: str, ids: list[str], actor: str, reason: str | None, add: bool
 ) -> list[dict[str, Any]]:

@@ -1,0 +1,543 @@
+"""One step of a flow for one page of a cohort: the work of ``FlowStepFunction``.
+
+The state machine (``statemachine/flow_run.asl.json``) carries the cohort's
+place — flow, version, cohort, step, visit number ``seq``, page cursor — and
+calls :func:`run_step`, whose answer is the next state and an ``action`` the
+machine routes on:
+
+- ``page``: more members of this step remain (same step, next cursor);
+- ``next``: go on to the next step now;
+- ``wait``: a DELAY; the machine waits (``Wait``, ``TimestampPath: $.wait_until``)
+  and goes on to the next step;
+- ``hold``: the flow is paused; wait, then try the same step again;
+- ``end``: no member is left on this path.
+
+Before each step, members who left the flow's segments, unsubscribed from it
+on every channel, or converted (when ``show_after_conversion`` is off) leave
+the cohort. Every side effect is idempotent, so a retried task redoes nothing:
+sends are queued with deterministic message ids that the sender claims once;
+child cohorts, PDFs and segment changes are keyed puts; a page's log and
+counters are written once, together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pynamodb.exceptions import UpdateError
+
+from herald.campaigns import eligibility
+from herald.campaigns.model import AudienceType, Targeting, local_moment
+from herald.campaigns.targeting import targeted_among
+from herald.clock import to_iso
+from herald.delivery.render import personalisation
+from herald.dynamodb_json import from_attribute_value
+from herald.errors import NotFound
+from herald.flows import cohorts
+from herald.flows.definition import (
+    ConditionStep,
+    CrossCampaignStep,
+    DelayStep,
+    ExportPdfStep,
+    FlowGraph,
+    SegmentStep,
+    Step,
+)
+from herald.flows.model import FlowStatus, effective_priority
+from herald.flows.sends import delivery_message, step_message_id
+from herald.rules.compiler import compile_rule
+from herald.rules.model import parse_rule
+from herald.segments import service as segments
+from herald.store import campaigns as campaign_store
+from herald.store import contacts as contact_store
+from herald.store import flows as store
+from herald.store import suppressions as suppression_store
+from herald.store.tables import ContactRecord, FlowRunRecord, StepLogRecord
+from herald.store.transactions import default_connection, is_condition_failure
+
+DEFAULT_PAGE_SIZE = 1000
+# A paused flow's cohorts look again after this long (scaled like every delay).
+HOLD_SECONDS = 3600
+SELF = "self"  # in a CONDITION rule, {"campaign": "self"} is this flow's own messages
+CHANNEL_STEPS = {"email", "sms", "push", "web_service", "award_points", "update_stage"}
+CROSS_CHANNEL = {"cross_campaign_email": "email", "cross_campaign_sms": "sms", "cross_campaign_push": "push"}
+
+QueueSend = Callable[[list[dict[str, Any]]], None]
+PdfWriter = Callable[[str, str, dict[str, Any]], str]
+
+
+def page_size() -> int:
+    return int(os.environ.get("HERALD_FLOW_PAGE_SIZE") or DEFAULT_PAGE_SIZE)
+
+
+def time_scale() -> float:
+    """How many times faster than real time delays pass (the embedded runtime's demo and tests)."""
+    return max(1.0, float(os.environ.get("HERALD_FLOW_TIME_SCALE") or 1))
+
+
+@dataclass
+class Services:
+    """What a step reaches outside DynamoDB: the delivery queue, child executions, PDF storage."""
+
+    queue_send: QueueSend
+    starter: cohorts.Starter | None = None
+    write_pdf: PdfWriter | None = None
+
+
+@dataclass
+class _Member:
+    contact_id: str
+    occurrence: str
+    item: dict[str, Any]
+
+
+@dataclass
+class _Outcomes:
+    log: dict[str, list[str]] = field(default_factory=dict)
+    counters: Counter[str] = field(default_factory=Counter)
+    finished: list[_Member] = field(default_factory=list)
+
+    def note(self, member: _Member, outcome: str, reason: str = "", message_id: str = "") -> None:
+        self.log[member.contact_id] = [outcome, reason, message_id]
+        self.counters[outcome] += 1
+        if reason and outcome in ("skipped", "left", "failed"):
+            self.counters[f"{outcome}_{reason}"] += 1
+
+
+@lru_cache(maxsize=64)
+def _version(flow_id: str, number: int) -> tuple[FlowGraph, dict[str, Any]]:
+    """A version's graph and settings; versions never change, so they are cached per process."""
+    record = store.get_version(flow_id, number)
+    if record is None:
+        raise LookupError(f"flow {flow_id} has no version {number}")
+    return FlowGraph.model_validate(record.spec["graph"]), dict(record.spec["settings"])
+
+
+def run_step(state: dict[str, Any], now: datetime, services: Services) -> dict[str, Any]:
+    """Do the current step for one page of the cohort; returns the next state (see the module doc)."""
+    flow_id, cohort_id = state["flow_id"], state["cohort_id"]
+    flow = store.get(flow_id)
+    graph, settings = _version(flow_id, int(state["version"]))
+    closing = _closing_reason(flow, settings, now)
+    if closing is None and flow is not None and flow.status == FlowStatus.PAUSED.value:
+        return {**state, "action": "hold", "wait_until": to_iso(now + _scaled(timedelta(seconds=HOLD_SECONDS)))}
+    step = graph.step(state["step_id"])
+    page = store.members(cohort_id, state.get("cursor"), page_size())
+    members = _load(page.members)
+    outcomes = _Outcomes()
+    staying = _leave_checks(members, flow_id, settings, closing, now, outcomes)
+    split = _perform(step, staying, state, settings, now, services, outcomes)
+    if not isinstance(step, ConditionStep) and step.next is None:
+        outcomes.finished.extend(staying)  # the path ends with this step
+    _settle(flow_id, cohort_id, members, staying, outcomes, now)
+    _record(state, step, page.members, outcomes, now)
+    if page.cursor is None and (closing or (not page.members and not state.get("page"))):
+        return _finish(state, now)  # stopped or ended, or nobody left on this path
+    tally = Counter(state.get("tally") or {})
+    tally.update({k: v for k, v in split.items() if v})
+    if page.cursor is not None:
+        return {
+            **state,
+            "cursor": page.cursor,
+            "page": int(state.get("page") or 0) + 1,
+            "arrived_at": state.get("arrived_at") or to_iso(now),
+            "tally": dict(tally),
+            "action": "page",
+        }
+    return _after_step(step, {**state, "tally": dict(tally)}, now, services)
+
+
+# -- members ------------------------------------------------------------------
+
+
+def _load(found: dict[str, str]) -> list[_Member]:
+    """The page's contacts as raw items (one BatchGetItem per 100), with their run occurrences."""
+    items = _raw_contacts(list(found))
+    return [_Member(c, occurrence, items.get(c, {})) for c, occurrence in found.items()]
+
+
+def _raw_contacts(contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+    client: Any = default_connection().client
+    table = ContactRecord.Meta.table_name
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(contact_ids), 100):
+        keys = [{"contact_id": {"S": c}} for c in contact_ids[start : start + 100]]
+        request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
+        while request:
+            answer = client.batch_get_item(RequestItems=request)
+            for item in answer.get("Responses", {}).get(table, []):
+                found[item["contact_id"]["S"]] = item
+            request = answer.get("UnprocessedKeys") or {}
+    return found
+
+
+def _closing_reason(flow: Any, settings: dict[str, Any], now: datetime) -> str | None:
+    if flow is None or flow.status == FlowStatus.STOPPED.value:
+        return "flow_stopped"
+    end = local_moment(settings.get("end"), settings.get("time_zone") or "UTC")
+    if end is not None and now >= end:
+        return "flow_ended"
+    return None
+
+
+def _leave_checks(
+    members: list[_Member],
+    flow_id: str,
+    settings: dict[str, Any],
+    closing: str | None,
+    now: datetime,
+    outcomes: _Outcomes,
+) -> list[_Member]:
+    """Who walks on; the others leave the cohort with their reason."""
+    runs = store.runs(flow_id, [m.contact_id for m in members])
+    scopes = suppression_store.scopes_for("all", flow_id, settings.get("category"), settings.get("campaign_group"))
+    present = [m for m in members if m.item]
+    suppressed = suppression_store.of_contacts({m.contact_id: set(scopes) for m in present})
+    segments = set(settings["segments"])
+    staying: list[_Member] = []
+    for member in members:
+        run = runs.get(member.contact_id)
+        reason = _leave_reason(member, run, segments, suppressed, settings, closing)
+        if reason == "not_in_run":
+            continue  # a run that already ended (or a newer one): nothing of ours to do
+        if reason:
+            outcomes.note(member, "left", reason)
+        else:
+            staying.append(member)
+    return staying
+
+
+def _leave_reason(
+    member: _Member,
+    run: FlowRunRecord | None,
+    segments: set[str],
+    suppressed: dict[str, dict[str, str]],
+    settings: dict[str, Any],
+    closing: str | None,
+) -> str | None:
+    if run is None or run.state != store.ACTIVE or run.occurrence != member.occurrence:
+        return "not_in_run"
+    if closing:
+        return closing
+    if not member.item:
+        return "contact_deleted"
+    if not segments & set(member.item.get("segment_ids", {}).get("SS", ())):
+        return "left_segments"
+    if suppressed.get(member.contact_id):
+        return "unsubscribed"
+    conversion = settings.get("conversion_event")
+    if conversion and not settings.get("show_after_conversion", True) and _converted(member, run, conversion):
+        return "converted"
+    return None
+
+
+def _converted(member: _Member, run: FlowRunRecord, event_type: str) -> bool:
+    raw = member.item.get("activity")
+    activity = from_attribute_value(raw) if raw else {}
+    entered = datetime.fromisoformat(run.enrolled_at.replace("Z", "+00:00")).timestamp()
+    return any(entry[0] >= entered for entry in (activity or {}).get(event_type, []))
+
+
+# -- the step ------------------------------------------------------------------
+
+
+def _perform(
+    step: Step,
+    members: list[_Member],
+    state: dict[str, Any],
+    settings: dict[str, Any],
+    now: datetime,
+    services: Services,
+    outcomes: _Outcomes,
+) -> dict[str, int]:
+    """Apply the step to the members who stayed; returns this page's split counts (conditions)."""
+    if isinstance(step, DelayStep):
+        until = to_iso(_wait_until(step, state, settings, now))
+        for member in members:
+            outcomes.note(member, "waited", until)
+        return {}
+    if isinstance(step, ConditionStep):
+        return _condition(step, members, state, now, outcomes)
+    if isinstance(step, ExportPdfStep):
+        _export_pdf(step, members, state, services, outcomes)
+        return {}
+    if isinstance(step, SegmentStep):
+        _segment_change(step, members, outcomes)
+        return {}
+    if isinstance(step, CrossCampaignStep):
+        members = _qualified(step, members, now, outcomes)
+    _queue(step, members, state, settings, now, services, outcomes)
+    return {}
+
+
+def _queue(
+    step: Step,
+    members: list[_Member],
+    state: dict[str, Any],
+    settings: dict[str, Any],
+    now: datetime,
+    services: Services,
+    outcomes: _Outcomes,
+) -> None:
+    """Queue the step's message or action for each member, under a deterministic message id."""
+    flow_id = state["flow_id"]
+    priority = effective_priority(settings)
+    bodies = []
+    for member in members:
+        occurrence = occurrence_of(member.occurrence, state)
+        bodies.append(
+            delivery_message(
+                flow_id, int(state["version"]), step.id, member.contact_id, occurrence, priority, to_iso(now)
+            )
+        )
+        outcomes.note(member, "queued", "", step_message_id(flow_id, member.contact_id, occurrence))
+    if bodies:
+        services.queue_send(bodies)
+
+
+def occurrence_of(run_occurrence: str, state: dict[str, Any]) -> str:
+    """The send's occurrence: the contact's run, the cohort's entry and the visit, so each visit sends once."""
+    return f"flow:{run_occurrence}:{state['root']}:{int(state['seq'])}"
+
+
+def _qualified(step: CrossCampaignStep, members: list[_Member], now: datetime, outcomes: _Outcomes) -> list[_Member]:
+    """Members who qualify for the other campaign now (seed 004); the others skip the step and go on."""
+    campaign = campaign_store.get(step.campaign_id)
+    channel = CROSS_CHANNEL[step.type]
+    if campaign is None or not any(a.get("type") == channel for a in campaign.spec.get("actions") or []):
+        reason = "campaign_missing" if campaign is None else f"campaign_has_no_{channel}"
+        for member in members:
+            outcomes.note(member, "skipped", reason)
+        return []
+    if eligibility.blockers(campaign.spec, campaign.state, now):
+        for member in members:
+            outcomes.note(member, "skipped", "campaign_not_running")
+        return []
+    records = [ContactRecord.from_raw_data(m.item) for m in members]
+    audience = AudienceType(campaign.spec.get("audience_type") or AudienceType.CUSTOMERS.value)
+    targeting = Targeting.model_validate(campaign.spec.get("targeting") or {})
+    chosen = targeted_among(audience, targeting, records)
+    qualified = []
+    for member in members:
+        if member.contact_id in chosen:
+            qualified.append(member)
+        else:
+            outcomes.note(member, "skipped", "not_qualified")
+    return qualified
+
+
+def _condition(
+    step: ConditionStep, members: list[_Member], state: dict[str, Any], now: datetime, outcomes: _Outcomes
+) -> dict[str, int]:
+    """Split the members by the rule into the two branches' cohorts (keyed puts, so a retry rewrites the same)."""
+    predicate = compile_rule(parse_rule(_own_campaign(step.rule, state["flow_id"])), now)
+    branches: dict[str, dict[str, str]] = {"yes": {}, "no": {}}
+    for member in members:
+        branch = "yes" if predicate(member.item) else "no"
+        outcomes.note(member, branch)
+        if getattr(step, branch) is None:
+            outcomes.finished.append(member)
+        else:
+            branches[branch][member.contact_id] = member.occurrence
+    for branch, chosen in branches.items():
+        if chosen:
+            cohort = cohorts.child_cohort(state["flow_id"], state["cohort_id"], int(state["seq"]), branch)
+            store.put_members(cohort, chosen)
+    return {branch: len(chosen) for branch, chosen in branches.items()}
+
+
+def _own_campaign(rule: Any, flow_id: str) -> Any:
+    """``{"campaign": "self"}`` in a rule means this flow's own messages."""
+    if isinstance(rule, dict):
+        return {k: (flow_id if k == "campaign" and v == SELF else _own_campaign(v, flow_id)) for k, v in rule.items()}
+    if isinstance(rule, list):
+        return [_own_campaign(v, flow_id) for v in rule]
+    return rule
+
+
+def _export_pdf(
+    step: ExportPdfStep, members: list[_Member], state: dict[str, Any], services: Services, outcomes: _Outcomes
+) -> None:
+    if services.write_pdf is None:
+        raise RuntimeError("PDF storage is not configured (FLOW_FILES_BUCKET)")
+    for member in members:
+        contact = contact_store.from_record(ContactRecord.from_raw_data(member.item))
+        person = personalisation(contact.model_dump(mode="json"))
+        key_parts = f"{state['root']}/{int(state['seq'])}-{step.id}/{member.contact_id}"
+        try:
+            key = services.write_pdf(f"flows/{state['flow_id']}/pdf/{key_parts}.pdf", step.template, person)
+        except ValueError as exc:
+            outcomes.note(member, "failed", f"render_error: {exc}"[:200])
+            continue
+        outcomes.note(member, "exported", "", key)
+
+
+def _segment_change(step: SegmentStep, members: list[_Member], outcomes: _Outcomes) -> None:
+    """Add to or remove from a segment as an automation (seed 002: flexi runs may override it)."""
+    add = step.type == "add_to_segment"
+    if not members:
+        return
+    try:
+        results = segments.automation_change(step.segment_id, [m.contact_id for m in members], add)
+    except NotFound:
+        results = {m.contact_id: "segment_missing" for m in members}
+    done = "added" if add else "removed"
+    for member in members:
+        result = results.get(member.contact_id, "conflict")
+        if result in ("added", "removed"):
+            outcomes.note(member, done)
+        elif result in ("already_member", "not_member"):
+            outcomes.note(member, done, result)
+        else:
+            outcomes.note(member, "failed", result)
+
+
+# -- after the page ---------------------------------------------------------------
+
+
+def _settle(
+    flow_id: str, cohort_id: str, members: list[_Member], staying: list[_Member], outcomes: _Outcomes, now: datetime
+) -> None:
+    """End the runs of members who left or whose path ends here; leavers leave the cohort."""
+    staying_ids = {m.contact_id for m in staying}
+    leavers = [m for m in members if m.contact_id in outcomes.log and m.contact_id not in staying_ids]
+    for member in leavers:
+        reason = outcomes.log[member.contact_id][1]
+        _end_run(flow_id, member, store.CONVERTED if reason == "converted" else store.LEFT, reason, now)
+    if leavers:
+        store.remove_members(cohort_id, [m.contact_id for m in leavers])
+    for member in outcomes.finished:
+        _end_run(flow_id, member, store.COMPLETED, "completed", now)
+
+
+def _end_run(flow_id: str, member: _Member, state: str, reason: str, now: datetime) -> None:
+    """Close the contact's run once (only the run this cohort walks, only while active)."""
+    run = FlowRunRecord(store.run_key(flow_id), member.contact_id)
+    try:
+        run.update(
+            actions=[
+                FlowRunRecord.state.set(state),
+                FlowRunRecord.exited_at.set(to_iso(now)),
+                FlowRunRecord.exit_reason.set(reason),
+            ],
+            condition=(FlowRunRecord.state == store.ACTIVE) & (FlowRunRecord.occurrence == member.occurrence),
+        )
+    except UpdateError as exc:
+        if not is_condition_failure(exc):
+            raise  # a run already closed (or a newer run) is left as it is
+
+
+def _record(state: dict[str, Any], step: Step, found: dict[str, str], outcomes: _Outcomes, now: datetime) -> None:
+    if not found:
+        return
+    outcomes.counters["reached"] += len(outcomes.log) - outcomes.counters["left"]
+    log = StepLogRecord(
+        store.log_key(state["flow_id"]),
+        f"{state['cohort_id']}#{int(state['seq']):04d}#{int(state.get('page') or 0):05d}",
+        step_id=step.id,
+        step_type=step.type,
+        at=to_iso(now),
+        occurrence_of={c: found[c] for c in outcomes.log},
+        outcomes=outcomes.log,
+    )
+    store.record_page(state["flow_id"], log, dict(outcomes.counters))
+
+
+def _after_step(step: Step, state: dict[str, Any], now: datetime, services: Services) -> dict[str, Any]:
+    """The last page of the step is done: where the cohort goes next."""
+    following = {**state, "cursor": None, "page": 0, "arrived_at": None, "tally": {}, "seq": int(state["seq"]) + 1}
+    if isinstance(step, ConditionStep):
+        return _route(step, state, following, now, services)
+    if step.next is None:
+        return _finish(state, now)
+    if isinstance(step, DelayStep):
+        arrived = _parse(state.get("arrived_at")) or now
+        _graph, settings = _version(state["flow_id"], int(state["version"]))
+        until = _wait_until(step, state, settings, arrived)
+        return {**following, "step_id": step.next, "action": "wait", "wait_until": to_iso(until)}
+    return {**following, "step_id": step.next, "action": "next"}
+
+
+def _route(
+    step: ConditionStep, state: dict[str, Any], following: dict[str, Any], now: datetime, services: Services
+) -> dict[str, Any]:
+    """Continue ``yes`` in this execution and start one for ``no`` when both have members."""
+    tally = state.get("tally") or {}
+    live = [b for b in ("yes", "no") if tally.get(b) and getattr(step, b) is not None]
+    if not live:
+        return _finish(state, now)
+    seq = int(state["seq"])
+    if len(live) == 2:
+        if services.starter is None:
+            raise RuntimeError("a split needs the state machine (FLOW_STATE_MACHINE_ARN)")
+        other = cohorts.child_cohort(state["flow_id"], state["cohort_id"], seq, "no")
+        cohorts.start_child(services.starter, state, other, str(step.no), now)
+    branch = live[0]
+    cohorts.end(state["flow_id"], state["cohort_id"], now)
+    return {
+        **following,
+        "cohort_id": cohorts.child_cohort(state["flow_id"], state["cohort_id"], seq, branch),
+        "step_id": getattr(step, branch),
+        "action": "next",
+    }
+
+
+def _finish(state: dict[str, Any], now: datetime) -> dict[str, Any]:
+    cohorts.end(state["flow_id"], state["cohort_id"], now)
+    return {**state, "action": "end"}
+
+
+# -- time ---------------------------------------------------------------------------
+
+
+def _scaled(delay: timedelta) -> timedelta:
+    return delay / time_scale()
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _wait_until(step: DelayStep, state: dict[str, Any], settings: dict[str, Any], arrived: datetime) -> datetime:
+    """When the delay ends: a duration after the cohort arrived, or the next local time (and weekday)."""
+    arrived = _parse(state.get("arrived_at")) or arrived
+    if step.duration is not None:
+        real = _add(arrived, step.duration.amount, step.duration.unit) - arrived
+    else:
+        assert step.until is not None
+        zone = ZoneInfo(settings.get("time_zone") or "UTC")
+        real = _next_local(arrived, step.until.time, step.until.weekday, zone) - arrived
+    return arrived + _scaled(real)
+
+
+def _add(moment: datetime, amount: int, unit: str) -> datetime:
+    if unit != "months":
+        return moment + timedelta(**{unit: amount})
+    month = moment.month - 1 + amount
+    year, month = moment.year + month // 12, month % 12 + 1
+    days_in = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31, 30]
+    days_in += [31, 31, 30, 31, 30, 31]
+    return moment.replace(year=year, month=month, day=min(moment.day, days_in[month - 1]))
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _next_local(after: datetime, at: str, weekday: str | None, zone: ZoneInfo) -> datetime:
+    """The first local ``at`` (on ``weekday``, if given) strictly after ``after``, DST-safe."""
+    hour, minute = (int(part) for part in at.split(":"))
+    local = after.astimezone(zone)
+    for days in range(0, 8):
+        day = (local + timedelta(days=days)).date()
+        candidate = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+        if candidate <= after or (weekday is not None and WEEKDAYS[day.weekday()] != weekday):
+            continue
+        return candidate.astimezone(UTC)
+    raise AssertionError("a weekday recurs within 8 days")

@@ -1,0 +1,163 @@
+"""Flows run end to end on moto's state-machine interpreter: entry, cohorts, delays, branches, leaving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from herald import clock
+from herald.flows import entry
+from herald.store import flows as flow_store
+from herald.store.tables import FlowRecord, FlowVersionRecord
+from tests.harness import Herald, moto_herald
+
+SCALE = 86400.0  # a day in a second
+
+
+@pytest.fixture
+def herald(monkeypatch: pytest.MonkeyPatch) -> Iterator[Herald]:
+    monkeypatch.setenv("HERALD_FLOW_TIME_SCALE", str(SCALE))
+    monkeypatch.setenv("HERALD_FLOW_COHORT_SECONDS", "1")
+    monkeypatch.setenv("HERALD_FLOW_START_GRACE_SECONDS", "0")
+    with moto_herald() as h:
+        yield h
+
+
+def customer(h: Herald, contact_id: str, city: str = "Prague", **fields: Any) -> None:
+    body = {
+        "contact_id": contact_id,
+        "kind": "customer",
+        "first_name": contact_id.upper(),
+        "email": f"{contact_id}@example.org",
+        "phone": "+420601000" + contact_id[-3:].rjust(3, "0"),
+        "consent": {c: {"granted": True, "source": "test"} for c in ("email", "sms")},
+        "attributes": {"city": city},
+        **fields,
+    }
+    reply = h.call("POST", "/contacts", body)
+    assert reply.status == 201, reply.body
+
+
+def segment(h: Herald, segment_id: str, city: str) -> None:
+    rule = {"all": [{"field": "attributes.city", "op": "equals", "value": city}]}
+    assert h.call("POST", "/segments", {"id": segment_id, "name": segment_id, "rule": rule}).status == 201
+    h.drain("SegmentWorkerFunction")
+
+
+def save_flow(flow_id: str, graph: dict[str, Any], status: str = "active", **settings: Any) -> FlowRecord:
+    spec = {
+        "settings": {"name": flow_id, "segments": ["prague"], "time_zone": "UTC", **settings},
+        "graph": graph,
+    }
+    now = clock.now_iso()
+    FlowVersionRecord(flow_store.version_key(flow_id), flow_store.version_id(1), spec=spec, created_at=now).save()
+    record = FlowRecord(
+        "flow",
+        flow_id,
+        name=flow_id,
+        status=status,
+        current_version=1,
+        spec=spec,
+        live_type="flow" if status == "active" else None,
+        created_at=now,
+        updated_at=now,
+    )
+    record.save()
+    return record
+
+
+def tick(h: Herald) -> Any:
+    return h.host.invoke("FlowTickFunction", {"source": "aws.scheduler"})
+
+
+def executions(h: Herald) -> list[dict[str, Any]]:
+    sfn = boto3.client("stepfunctions")
+    arn = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if "flow-run" in m["name"])
+    return list(sfn.list_executions(stateMachineArn=arn)["executions"])
+
+
+def wait_idle(h: Herald, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        h.drain("SenderFunction")
+        found = executions(h)
+        if found and all(e["status"] != "RUNNING" for e in found):
+            h.drain("SenderFunction")
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"flow executions still running: {executions(h)}")
+
+
+def sent_to(h: Herald) -> list[tuple[str, str, str]]:
+    """(contact, channel, step) for every message the flow sent, in time order."""
+    from herald.store.tables import MessageRecord
+
+    records = [m for m in MessageRecord.scan() if m.status == "sent"]
+    records.sort(key=lambda m: m.sent_at or "")
+    return [(m.contact_id, m.channel, m.occurrence) for m in records]
+
+
+BRANCHING = {
+    "start": "welcome",
+    "steps": [
+        {
+            "id": "welcome",
+            "type": "email",
+            "subject": "Welcome {{ contact.first_name }}",
+            "body": "Hi",
+            "next": "wait2",
+        },
+        {"id": "wait2", "type": "delay", "duration": {"amount": 2, "unit": "days"}, "next": "opened"},
+        {
+            "id": "opened",
+            "type": "condition",
+            "rule": {"campaign": "self", "response": "opened"},
+            "yes": "wait7",
+            "no": "nudge",
+        },
+        {"id": "wait7", "type": "delay", "duration": {"amount": 7, "unit": "days"}, "next": "offer"},
+        {"id": "offer", "type": "email", "subject": "An offer", "body": "For you"},
+        {"id": "nudge", "type": "sms", "text": "Did you see our email?"},
+    ],
+}
+
+
+def test_a_branching_flow_runs_with_delays_and_splits_its_cohort(herald: Herald) -> None:
+    for contact_id in ("c001", "c002", "c003"):
+        customer(herald, contact_id)
+    customer(herald, "c009", city="Brno")
+    segment(herald, "prague", "Prague")
+    flow = save_flow("onboarding", BRANCHING)
+    assert entry.admit_current_members("onboarding", clock.now()) == 3
+    time.sleep(1.1)  # the entry window closes
+    assert len(tick(herald)["started"]) == 1
+    # The welcome email goes out; c001 opens it during the 2-day delay (2 s here).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(sent_to(herald)) < 3:
+        herald.drain("SenderFunction")
+        time.sleep(0.05)
+    opened = {
+        "event_id": "open-1",
+        "type": "campaign.opened",
+        "occurred_at": clock.now_iso(),
+        "properties": {"campaign_id": "onboarding"},
+    }
+    assert herald.call("POST", "/contacts/c001/events", opened).status in (200, 201)
+    found = wait_idle(herald)
+    assert len(found) == 2  # the cohort, and its "no" branch
+    assert all(e["status"] == "SUCCEEDED" for e in found)
+    messages = sent_to(herald)
+    by_contact: dict[str, list[str]] = {}
+    for contact_id, channel, _ in messages:
+        by_contact.setdefault(contact_id, []).append(channel)
+    assert by_contact == {"c001": ["email", "email"], "c002": ["email", "sms"], "c003": ["email", "sms"]}
+    runs = flow_store.runs("onboarding", ["c001", "c002", "c003"])
+    assert {r.state for r in runs.values()} == {"completed"}
+    stats = flow_store.step_stats("onboarding")
+    assert stats["opened"]["yes"] == 1 and stats["opened"]["no"] == 2
+    assert stats["welcome"]["queued"] == 3 and stats["welcome"]["sent"] == 3
+    assert flow.entity_id == "onboarding"
