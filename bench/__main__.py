@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bulk_import, campaign_tick, nightly_pass, rule_evaluation, sender
+from bench import bulk_import, campaign_tick, flows, nightly_pass, rule_evaluation, sender
 
 BENCHMARKS = {
     "bulk_import": bulk_import.main,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "nightly_pass": nightly_pass.main,
     "campaign_tick": campaign_tick.main,
     "sender": sender.main,
+    "flows": flows.main,
 }
 
 

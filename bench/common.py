@@ -52,7 +52,7 @@ class RequestCounter:
 
 
 @contextmanager
-def embedded_runtime() -> Iterator[Runtime]:
+def embedded_runtime(time_scale: float = 1.0) -> Iterator[Runtime]:
     """The embedded AWS with the template provisioned, no pollers or schedules: benchmarks drive the work."""
     runtime = Runtime(
         RuntimeOptions(
@@ -60,6 +60,7 @@ def embedded_runtime() -> Iterator[Runtime]:
             api_port=free_port(),
             start_pollers=False,
             start_schedules=False,
+            time_scale=time_scale,
         )
     )
     runtime.start()
