@@ -2,7 +2,7 @@
 
 Used by ``make run`` (against moto's server) and by the integration tests
 (against moto's in-process mock), so both get exactly the tables, indexes,
-queues, topics, state machines and schedules that ``template.yaml`` defines.
+queues, topics, buckets, state machines and schedules that ``template.yaml`` defines.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Provisioned:
     email_identities: list[str] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     configuration_sets: list[str] = field(default_factory=list)
+    buckets: list[str] = field(default_factory=list)
 
 
 def provision(template: Template, only_tables: bool = False) -> Provisioned:
@@ -48,6 +49,7 @@ def provision(template: Template, only_tables: bool = False) -> Provisioned:
     _verify_sender_identities(template, done)
     _create_secrets(template, done)
     _create_configuration_sets(template, done)
+    _create_buckets(template, done)
     return done
 
 
@@ -182,6 +184,47 @@ def _create_configuration_sets(template: Template, done: Provisioned) -> None:
         except client.exceptions.NotFoundException:
             client.create_configuration_set(ConfigurationSetName=name)
         done.configuration_sets.append(name)
+
+
+def _create_buckets(template: Template, done: Provisioned) -> None:
+    """S3 buckets with their encryption, public access block, ownership and lifecycle rules."""
+    client: Any = boto3.client("s3", region_name=template.region)  # the template's dicts, not boto3's TypedDicts
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    for logical_id, resource in template.of_type("AWS::S3::Bucket").items():
+        name = template.physical_name(logical_id)
+        done.buckets.append(name)
+        if name in existing:
+            continue
+        props = template.resolve(resource.get("Properties") or {})
+        client.create_bucket(Bucket=name)
+        if "BucketEncryption" in props:
+            # CloudFormation's ServerSideEncryptionByDefault is the API's ApplyServerSideEncryptionByDefault.
+            rules = [
+                {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            ]
+            client.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+        if "PublicAccessBlockConfiguration" in props:
+            client.put_public_access_block(
+                Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
+            )
+        if "OwnershipControls" in props:
+            client.put_bucket_ownership_controls(Bucket=name, OwnershipControls=props["OwnershipControls"])
+        lifecycle = (props.get("LifecycleConfiguration") or {}).get("Rules") or []
+        if lifecycle:
+            client.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(rule) for rule in lifecycle]}
+            )
+
+
+def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule as the S3 API spells it (the expiring kind the template uses)."""
+    converted: dict[str, Any] = {"Status": rule.get("Status", "Enabled"), "Filter": {"Prefix": rule.get("Prefix", "")}}
+    if "Id" in rule:
+        converted["ID"] = rule["Id"]
+    if "ExpirationInDays" in rule:
+        converted["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    return converted
 
 
 def table_names_env(template: Template) -> dict[str, Any]:

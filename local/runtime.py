@@ -201,6 +201,7 @@ class Runtime:
             f"  topics         {', '.join(self.provisioned.topics) or '-'}",
             f"  state machines {', '.join(self.provisioned.state_machines) or '-'}",
             f"  schedules      {', '.join(self.provisioned.schedules) or '-'}",
+            f"  buckets        {', '.join(self.provisioned.buckets) or '-'}",
         ]
         if self.options.data_file:
             lines.append(f"  data           {self.options.data_file} ({self.restored_items} items restored)")

@@ -184,12 +184,24 @@ class Template:
     def _physical_name(self, logical_id: str) -> str:
         resource = self.resources[logical_id]
         props = resource.get("Properties", {}) or {}
-        for key in ("FunctionName", "Name", "TopicName", "QueueName", "TableName", "LayerName", "LogGroupName"):
+        for key in (
+            "FunctionName",
+            "Name",
+            "TopicName",
+            "QueueName",
+            "TableName",
+            "LayerName",
+            "LogGroupName",
+            "BucketName",
+        ):
             if key in props:
                 try:
                     return str(self._resolve_value(props[key], allow_refs=False))
                 except KeyError:
                     break
+        if resource.get("Type") == "AWS::S3::Bucket":
+            # CloudFormation names an unnamed bucket after the stack; S3 names are lower case.
+            return f"herald-local-{logical_id.lower()}"
         return logical_id
 
     def ref(self, name: str) -> str:

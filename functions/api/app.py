@@ -13,6 +13,7 @@ from herald.campaigns.service import Services
 from herald.config import TableNames, require
 from herald.observability import logger, metrics, tracer
 from herald.segments.service import Runner
+from herald.store import files
 from herald.store.queues import QueueSender
 from herald.store.tables import bind_tables
 from herald.store.workflows import StateMachineStarter
@@ -37,6 +38,7 @@ settings = ApiSettings(
 )
 bind_tables(settings.tables)
 signing.configure(require("SIGNING_SECRET_ARN"))
+files.configure(require("FLOW_FILES_BUCKET"))
 resolver = build_api(
     StateMachineStarter(settings.group_deletion_state_machine_arn).start_group_deletion,
     Runner(QueueSender(settings.recalc_queue_url).send, settings.recalc_parts),

@@ -14,7 +14,18 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.metrics import MetricUnit
 
 from herald import __version__
-from herald.api import activity, campaigns, contacts, forms, groups, messages, policies, segments, unsubscribe
+from herald.api import (
+    activity,
+    campaigns,
+    contacts,
+    flow_export,
+    forms,
+    groups,
+    messages,
+    policies,
+    segments,
+    unsubscribe,
+)
 from herald.api.responses import json_response
 from herald.campaigns.service import Services
 from herald.errors import HeraldError, split_field
@@ -43,6 +54,7 @@ def build_api(
     app.include_router(policies.router)
     app.include_router(messages.router)
     app.include_router(unsubscribe.router)
+    app.include_router(flow_export.router)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> Response[Any]:
