@@ -14,10 +14,21 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.metrics import MetricUnit
 
 from herald import __version__
-from herald.api import activity, campaigns, contacts, forms, groups, messages, policies, segments, unsubscribe
+from herald.api import (
+    activity,
+    campaigns,
+    contacts,
+    flows,
+    forms,
+    groups,
+    messages,
+    policies,
+    segments,
+    unsubscribe,
+)
 from herald.api.responses import json_response
 from herald.campaigns.service import Services
-from herald.errors import HeraldError, split_field
+from herald.errors import HeraldError, located_problems
 from herald.groups.service import DeletionStarter
 from herald.observability import logger, metrics
 from herald.segments.service import Runner
@@ -40,6 +51,7 @@ def build_api(
     app.include_router(segments.router)
     app.include_router(forms.router)
     app.include_router(campaigns.router)
+    app.include_router(flows.router)
     app.include_router(policies.router)
     app.include_router(messages.router)
     app.include_router(unsubscribe.router)
@@ -61,7 +73,7 @@ def build_api(
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return json_response(400, {"error": "bad_request", "message": "request body is not valid JSON"})
-        fields = [_field_error(e) for e in errors]
+        fields = [problem for e in errors for problem in _field_errors(e)]
         summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
         return json_response(422, {"error": "validation_failed", "message": summary, "errors": fields})
 
@@ -109,12 +121,11 @@ def as_json_request(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "headers": headers, "multiValueHeaders": multi}
 
 
-def _field_error(error: dict[str, Any]) -> dict[str, str]:
+def _field_errors(error: dict[str, Any]) -> list[dict[str, str]]:
     location = [str(part) for part in error.get("loc", ())]
     if location and location[0] in ("body", "query", "path", "header"):
         location = location[1:] or location
-    problem = "unknown field" if error.get("type") == "extra_forbidden" else str(error.get("msg", "invalid"))
-    field, problem = ".".join(location) or "body", problem.removeprefix("Value error, ")
-    if field == "body":
-        field, problem = split_field(problem)
-    return {"field": field, "problem": problem}
+    if error.get("type") == "extra_forbidden":
+        return [{"field": ".".join(location) or "body", "problem": "unknown field"}]
+    problem = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return located_problems(".".join(location) or "body", problem)
