@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from herald import clock
-from herald.errors import Conflict
+from herald.errors import Conflict, StaleVersion
 from herald.flows import entry, service
 from herald.store import flows as flow_store
 from local.template import default_template
@@ -423,3 +423,17 @@ def test_the_default_time_zone_is_a_template_parameter_every_function_reads() ->
     template = default_template()
     assert template.parameters["DefaultTimeZone"] == "UTC"
     assert {f.environment["HERALD_DEFAULT_TIME_ZONE"] for f in template.functions()} == {"UTC"}
+
+
+def test_two_racing_edits_make_one_version(herald_with_segments: Herald) -> None:
+    flow_id = create(herald_with_segments)["id"]
+    seen_at_version_1 = flow_store.get(flow_id)
+    assert seen_at_version_1 is not None
+    assert herald_with_segments.call("PATCH", f"/flows/{flow_id}", {"name": "First"}).status == 200
+    seen_at_version_1.current_version = 2
+    seen_at_version_1.name = "Second"
+    late = service.Operation("put", seen_at_version_1, service.FLOW_LABEL)
+    with pytest.raises(StaleVersion):
+        service._commit(seen_at_version_1, late, service._version(flow_id, 2, seen_at_version_1.spec, "now"))
+    versions = herald_with_segments.call("GET", f"/flows/{flow_id}/versions").body["items"]
+    assert [(v["version"], v["settings"]["name"]) for v in versions] == [(1, "Onboarding"), (2, "First")]

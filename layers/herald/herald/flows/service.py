@@ -264,6 +264,8 @@ def _commit(record: FlowRecord, flow: Operation, version: Operation) -> None:
     failure = commit_units([Unit(tag=record.entity_id, operations=[flow, version])]).failures.get(0)
     if failure is None:
         return
+    if int(record.current_version) == 1:
+        raise Conflict(f"flow {record.entity_id} already exists", id=record.entity_id)
     current = store.get(record.entity_id)
     if current is None:
         raise NotFound(f"flow {record.entity_id} does not exist", id=record.entity_id)
