@@ -280,7 +280,7 @@ def test_trigger_events_fire_once_even_replayed_out_of_order_and_never_on_their_
         "/campaigns",
         {"name": "n", "description": "d", "kind": "trigger", "trigger": {"event": "campaign.received"}},
     )
-    assert refused.status == 422 and refused.body["errors"][0]["field"] == "trigger"
+    assert refused.status == 422 and refused.body["errors"][0]["field"] == "trigger.event"
 
 
 def test_the_sample_events_run_the_tick_and_the_trigger_functions(herald: Herald) -> None:

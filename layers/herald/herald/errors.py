@@ -5,13 +5,34 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_FIELD_IN_MESSAGE = re.compile(r"^([a-z_.]+): (.+)$", re.DOTALL)
+_FIELD_IN_MESSAGE = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
+# Validators report several problems joined by "; ", each starting with its field.
+_NEXT_PROBLEM = re.compile(r"; (?=[a-z_][a-z0-9_.]*: )")
 
 
 def split_field(message: str, default: str = "body") -> tuple[str, str]:
     """``"targeting: problem"`` → (``targeting``, ``problem``): cross-field checks name their field first."""
     match = _FIELD_IN_MESSAGE.match(message)
     return (match.group(1), match.group(2)) if match else (default, message)
+
+
+def located_problems(field: str, message: str) -> list[dict[str, str]]:
+    """A validator's message at ``field`` as ``{"field", "problem"}`` pairs, each naming its own field.
+
+    A model validator names the field it means relative to its model
+    (``steps.3.type: ...`` raised by the ``graph`` model), and may report
+    several problems at once; each becomes ``graph.steps.3.type`` and so on.
+    """
+    located = []
+    for part in _NEXT_PROBLEM.split(message):
+        inner, problem = split_field(part, default="")
+        if not inner:
+            located.append({"field": field, "problem": part})
+        elif field in ("body", "row", ""):
+            located.append({"field": inner, "problem": problem})
+        else:
+            located.append({"field": f"{field}.{inner}", "problem": problem})
+    return located
 
 
 class HeraldError(Exception):

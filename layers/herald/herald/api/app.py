@@ -19,6 +19,7 @@ from herald.api import (
     campaigns,
     contacts,
     flow_export,
+    flows,
     forms,
     groups,
     messages,
@@ -28,7 +29,7 @@ from herald.api import (
 )
 from herald.api.responses import json_response
 from herald.campaigns.service import Services
-from herald.errors import HeraldError, split_field
+from herald.errors import HeraldError, located_problems
 from herald.groups.service import DeletionStarter
 from herald.observability import logger, metrics
 from herald.segments.service import Runner
@@ -51,6 +52,7 @@ def build_api(
     app.include_router(segments.router)
     app.include_router(forms.router)
     app.include_router(campaigns.router)
+    app.include_router(flows.router)
     app.include_router(policies.router)
     app.include_router(messages.router)
     app.include_router(unsubscribe.router)
@@ -73,7 +75,7 @@ def build_api(
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return json_response(400, {"error": "bad_request", "message": "request body is not valid JSON"})
-        fields = [_field_error(e) for e in errors]
+        fields = [problem for e in errors for problem in _field_errors(e)]
         summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
         return json_response(422, {"error": "validation_failed", "message": summary, "errors": fields})
 
@@ -121,12 +123,11 @@ def as_json_request(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "headers": headers, "multiValueHeaders": multi}
 
 
-def _field_error(error: dict[str, Any]) -> dict[str, str]:
+def _field_errors(error: dict[str, Any]) -> list[dict[str, str]]:
     location = [str(part) for part in error.get("loc", ())]
     if location and location[0] in ("body", "query", "path", "header"):
         location = location[1:] or location
-    problem = "unknown field" if error.get("type") == "extra_forbidden" else str(error.get("msg", "invalid"))
-    field, problem = ".".join(location) or "body", problem.removeprefix("Value error, ")
-    if field == "body":
-        field, problem = split_field(problem)
-    return {"field": field, "problem": problem}
+    if error.get("type") == "extra_forbidden":
+        return [{"field": ".".join(location) or "body", "problem": "unknown field"}]
+    problem = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return located_problems(".".join(location) or "body", problem)
