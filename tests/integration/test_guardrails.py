@@ -59,9 +59,10 @@ def guarded_campaign(h: Herald, campaign_id: str = "spring", **guardrail_setting
 def sent(count: int, campaign_id: str = "spring") -> None:
     """``count`` emails sent now, tallied as the sender tallies them."""
     tally = sender.Tally()
+    target = sender.StatsTarget.of_campaign(campaign_id)
     for _ in range(count):
-        tally.count(campaign_id, messages.SENT)
-        tally.count(campaign_id, sender.SENT_EMAIL)
+        tally.count(target, messages.SENT)
+        tally.count(target, sender.SENT_EMAIL)
     tally.flush(clock.now())
 
 

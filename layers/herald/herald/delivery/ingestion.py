@@ -35,6 +35,12 @@ event), then the marker and statistics.
 the event *occurred* (SES's timestamp, or now if that is in the future), with
 the row's TTL; the campaigns that got one are in :attr:`Ingestor.guarded`, for
 :mod:`herald.campaigns.guardrails` to check after the batch.
+
+**Flows:** a flow step's email (its message record holds ``step_id``;
+``campaign_id`` is the flow's id) counts on the step's statistics row
+(``flow#<flow_id>`` / ``step#<step_id>``) instead, with no hour row and no
+guardrail check; its opens and clicks are activity like a campaign's, so a
+rule ``{"campaign": "<flow_id>", "response": "opened"}`` sees them.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from herald.dynamodb_json import to_attribute_value
 from herald.errors import Conflict, NotFound, StaleVersion
 from herald.observability import logger
 from herald.store import contacts as contact_store
+from herald.store import flows as flow_store
 from herald.store import messages
 from herald.store import stats as stats_store
 from herald.store.tables import ContactRecord, IdempotencyRecord, MessageRecord, StatsRecord, SuppressionRecord
@@ -236,11 +243,17 @@ def _instant(value: Any) -> str:
 
 @dataclass
 class Target:
-    """What an event is about: its message (if known), contact and campaign."""
+    """What an event is about: its message (if known), contact and campaign.
+
+    ``step`` is set when the message is a flow step's send (``campaign_id`` is
+    then the flow's id): its statistics go to the step's row, and flows have
+    no sending guardrails.
+    """
 
     message: MessageRecord | None
     contact_id: str
     campaign_id: str | None
+    step: str | None = None
 
 
 @dataclass
@@ -295,7 +308,7 @@ class Ingestor:
                         "SES event applied",
                         extra={"kind": event.kind, "contact_id": target.contact_id, "key": event.key},
                     )
-                    if event.kind in GUARDED and target.campaign_id:
+                    if event.kind in GUARDED and target.campaign_id and target.step is None:
                         self.guarded.add(target.campaign_id)
                 return outcome
             failed = int(outcome)
@@ -383,7 +396,7 @@ def find_target(event: SesEvent) -> Target | None:
         for key in MessageRecord.provider_id_index.query(event.ses_message_id, limit=1):
             message = messages.get(key.message_id)
     if message is not None:
-        return Target(message, message.contact_id, message.campaign_id)
+        return Target(message, message.contact_id, message.campaign_id, message.step_id)
     contact_id = event.tag("contact_id")
     if contact_id:
         return Target(None, contact_id, event.tag("campaign_id"))
@@ -433,12 +446,17 @@ def _commit(event: SesEvent, target: Target, effect: list[dict[str, Any]]) -> st
 
 
 def _stat_updates(event: SesEvent, target: Target) -> list[dict[str, Any]]:
-    """The campaign's ``total`` and ``day#`` rows, and for a hard bounce or complaint its ``hour#`` row."""
+    """The campaign's ``total`` and ``day#`` rows, and for a hard bounce or complaint its ``hour#`` row.
+
+    A flow step's message counts on the step's row (``flow#<flow_id>`` / ``step#<step_id>``) only.
+    """
     if not target.campaign_id:
         return []
     subject = stats_store.subject(target.campaign_id)
     rows: list[tuple[str, dict[str, str]]] = [("total", {}), (f"day#{event.timestamp[:10]}", {})]
-    if event.kind in GUARDED:
+    if target.step is not None:
+        subject, rows = flow_store.stats_subject(target.campaign_id), [(f"step#{target.step}", {})]
+    elif event.kind in GUARDED:
         hour = stats_store.hour_of(min(_moment(event.timestamp), clock.now()))
         rows.append((hour, {"N": str(stats_store.hour_expiration(hour))}))
     updates = []

@@ -2,6 +2,8 @@
 
 ``{"contact_id": ..., "sends": [{"campaign_id", "occurrence", "priority", "queued_at"}]}``
 — the tick, the event triggers and the release of deferred sends all build it here.
+A flow step's send also names ``"flow": {"version", "step_id"}`` (``campaign_id``
+is then the flow's id; built by :func:`herald.flows.sends.delivery_message`).
 """
 
 from __future__ import annotations

@@ -30,9 +30,17 @@ contact's sends from one tick (:class:`DeliveryIn`). For each one the sender
 6. applies ``points`` and ``stage`` actions to the contact once per occurrence,
    in one transaction with their message record.
 
+A send naming a ``flow`` step (:class:`FlowStepRef`; ``campaign_id`` is then
+the flow's id) is a flow's message step: its campaign is the synthetic one of
+:func:`herald.flows.sends.step_campaign` (the step's one action with the flow
+version's category, group and unsubscribe settings; held like a stopped
+campaign's while the flow is not active), and everything above applies to it
+unchanged. Its message record keeps the flow version and step id.
+
 Every send ends as a message record; :class:`Tally` adds the outcomes to the
 campaign's statistics once per batch (``total``, ``day#…``, and ``sent`` to the
-``hour#…`` row the sending guardrails read).
+``hour#…`` row the sending guardrails read), or a flow send's to its step's
+row (``flow#<flow_id>`` / ``step#<step_id>``).
 """
 
 from __future__ import annotations
@@ -59,12 +67,15 @@ from herald.delivery import email, webhook
 from herald.delivery.queue import MAX_SENDS_PER_MESSAGE, delivery_messages
 from herald.delivery.render import personalisation, render
 from herald.errors import NotFound
+from herald.flows import sends as flow_sends
+from herald.flows.definition import StepId
 from herald.observability import logger, metrics
 from herald.policy import engine
 from herald.policy.service import load_policies
 from herald.segments.evaluation import SOFT_BOUNCE_LIMIT
 from herald.store import contacts as contact_store
 from herald.store import enrolments, messages
+from herald.store import flows as flow_store
 from herald.store import stats as stats_store
 from herald.store import suppressions as suppression_store
 from herald.store.tables import CampaignRecord, MessageRecord
@@ -91,8 +102,17 @@ PolicyLoader = Callable[[], Sequence[engine.ContactPolicy]]
 Occurrence = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+class FlowStepRef(BaseModel):
+    """The flow step a send is for: ``campaign_id`` is then the flow's id (:mod:`herald.flows.sends`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Annotated[int, Field(ge=1)]
+    step_id: StepId
+
+
 class SendIn(BaseModel):
-    """One campaign occurrence waiting to be sent to the contact."""
+    """One campaign occurrence (or flow step) waiting to be sent to the contact."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -100,6 +120,12 @@ class SendIn(BaseModel):
     occurrence: Occurrence
     priority: Annotated[int, Field(ge=engine.MIN_PRIORITY, le=engine.MAX_PRIORITY)]
     queued_at: AwareDatetime
+    flow: FlowStepRef | None = None
+
+    def stats_target(self) -> StatsTarget:
+        if self.flow is not None:
+            return StatsTarget.of_step(self.campaign_id, self.flow.step_id)
+        return StatsTarget.of_campaign(self.campaign_id)
 
 
 class DeliveryIn(BaseModel):
@@ -130,44 +156,65 @@ def retry_delay(receive_count: int) -> int:
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, order=True)
+class StatsTarget:
+    """Where a send's outcomes are counted: a campaign's rows, or (``step`` set) one flow step's row."""
+
+    subject: str
+    step: str | None = None
+
+    @classmethod
+    def of_campaign(cls, campaign_id: str) -> StatsTarget:
+        return cls(stats_store.subject(campaign_id))
+
+    @classmethod
+    def of_step(cls, flow_id: str, step_id: str) -> StatsTarget:
+        return cls(flow_store.stats_subject(flow_id), step_id)
+
+
 @dataclass
 class Tally:
-    """Outcomes per campaign, written as one stats update per campaign and row per batch."""
+    """Outcomes per stats target, written as one stats update per target and row per batch."""
 
-    by_campaign: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    by_target: dict[StatsTarget, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
-    def count(self, campaign_id: str, outcome: str, reason: str | None = None) -> None:
-        counter = self.by_campaign[campaign_id]
+    def count(self, target: StatsTarget, outcome: str, reason: str | None = None) -> None:
+        counter = self.by_target[target]
         counter[outcome] += 1
         if outcome == messages.SUPPRESSED and reason:
             counter[f"suppressed_{reason}"] += 1
 
     def totals(self) -> Counter[str]:
         total: Counter[str] = Counter()
-        for counter in self.by_campaign.values():
+        for counter in self.by_target.values():
             total.update(counter)
         return total
 
     def flush(self, now: datetime) -> None:
-        """``add_stats`` on ``total`` and ``day#<day>`` for every campaign with outcomes, and ``hour#<hour>``.
+        """``add_stats`` on every target with outcomes.
 
-        The hour row gets only the *emails* sent, as ``sent`` (the guardrails'
-        denominator: bounces and complaints are email's, see
-        :mod:`herald.campaigns.guardrails`), and its TTL, and only when an email was sent.
+        A campaign gets ``total`` and ``day#<day>``, and ``hour#<hour>`` with
+        only the *emails* sent, as ``sent`` (the guardrails' denominator:
+        bounces and complaints are email's, see :mod:`herald.campaigns.guardrails`),
+        and its TTL, and only when an email was sent. A flow step gets its
+        ``step#<step_id>`` row only: flows have no sending guardrails.
         """
         day = now.astimezone(UTC).strftime("%Y-%m-%d")
         hour = stats_store.hour_of(now)
-        for campaign_id, counter in sorted(self.by_campaign.items()):
+        for target, counter in sorted(self.by_target.items()):
             deltas = {name: count for name, count in counter.items() if count}
             if not deltas:
                 continue
-            subject = stats_store.subject(campaign_id)
-            stats_store.add_stats(subject, "total", deltas)
-            stats_store.add_stats(subject, f"day#{day}", deltas)
+            if target.step is not None:
+                deltas.pop(SENT_EMAIL, None)
+                stats_store.add_stats(target.subject, f"step#{target.step}", deltas)
+                continue
+            stats_store.add_stats(target.subject, "total", deltas)
+            stats_store.add_stats(target.subject, f"day#{day}", deltas)
             if deltas.get(SENT_EMAIL):
                 expiration = {stats_store.TTL_ATTRIBUTE: stats_store.hour_expiration(hour)}
-                stats_store.add_stats(subject, hour, {messages.SENT: deltas[SENT_EMAIL]}, expiration)
-        self.by_campaign.clear()
+                stats_store.add_stats(target.subject, hour, {messages.SENT: deltas[SENT_EMAIL]}, expiration)
+        self.by_target.clear()
 
 
 # --------------------------------------------------------------------------
@@ -228,6 +275,7 @@ class Sender:
         self._load_policies = policies or load_policies
         self._policies: list[engine.ContactPolicy] | None = None
         self._campaigns: dict[str, CampaignRecord | None] = {}
+        self._flow_steps: dict[tuple[str, int, str], CampaignRecord | None] = {}
         self._pending: list[_Pending] = []
         self._delivery = 0
 
@@ -240,6 +288,13 @@ class Sender:
             except CampaignRecord.DoesNotExist:
                 self._campaigns[campaign_id] = None
         return self._campaigns[campaign_id]
+
+    def flow_campaign(self, flow_id: str, flow: FlowStepRef) -> CampaignRecord | None:
+        """A flow step's synthetic campaign (:func:`herald.flows.sends.step_campaign`), read once per invocation."""
+        key = (flow_id, flow.version, flow.step_id)
+        if key not in self._flow_steps:
+            self._flow_steps[key] = flow_sends.step_campaign(flow_id, flow.version, flow.step_id)
+        return self._flow_steps[key]
 
     def policies(self) -> list[engine.ContactPolicy]:
         if self._policies is None:
@@ -322,7 +377,10 @@ class Sender:
             if (send.campaign_id, send.occurrence) in seen:
                 continue
             seen.add((send.campaign_id, send.occurrence))
-            campaign = self.campaign(send.campaign_id)
+            if send.flow is not None:
+                campaign = self.flow_campaign(send.campaign_id, send.flow)
+            else:
+                campaign = self.campaign(send.campaign_id)
             actions: list[dict[str, Any]] = list((campaign.spec.get("actions") or []) if campaign else [])
             if campaign is None or not actions:
                 # Nothing to enumerate: one record says what happened to the send.
@@ -480,16 +538,16 @@ class Sender:
             reason = f"provider throttled ({error}); message {plan.message_id} will be retried"
             failures.setdefault(item.delivery, Throttled(reason))
         elif isinstance(error, providers.ProviderRejected):
-            self.tally.count(plan.send.campaign_id, messages.FAILED)
+            self.tally.count(plan.send.stats_target(), messages.FAILED)
             logger.warning("provider refused message", extra={"message_id": plan.message_id, "reason": error.reason})
             try:
                 messages.mark_failed(plan.message_id, item.token, error.reason, clock.now_iso())
             except Exception:  # stays sending: never retried, as intended for a refused message
                 logger.exception("failed message not recorded", extra={"message_id": plan.message_id})
         else:
-            self.tally.count(plan.send.campaign_id, messages.SENT)
+            self.tally.count(plan.send.stats_target(), messages.SENT)
             if plan.channel == "email":
-                self.tally.count(plan.send.campaign_id, SENT_EMAIL)
+                self.tally.count(plan.send.stats_target(), SENT_EMAIL)
 
     def _record_sent(self, sent: list[_Pending], contacts: dict[str, Contact | None]) -> None:
         """Mark the batch's sends ``sent`` with each contact's ``campaign.received`` events, in packed transactions.
@@ -568,7 +626,7 @@ class Sender:
                 message, contact.contact_id, contact.version, update, names, values
             )
             if outcome == "done":
-                self.tally.count(plan.send.campaign_id, f"applied_{plan.channel}")
+                self.tally.count(plan.send.stats_target(), f"applied_{plan.channel}")
                 return _applied(plan, contact)
             if outcome == "handled":
                 return contact
@@ -603,16 +661,17 @@ class Sender:
             return
         if status == messages.DEFERRED and previous is not None:
             return  # counted when it was first held back
-        self.tally.count(plan.send.campaign_id, status, reason if status == messages.SUPPRESSED else None)
+        self.tally.count(plan.send.stats_target(), status, reason if status == messages.SUPPRESSED else None)
 
     def _hold_while_stopped(self, plan: _Plan, contact_id: str, previous: MessageRecord | None, now: datetime) -> None:
         """A send of a stopped campaign waits for its resume (re-checked hourly), or expires."""
+        held = "flow not active" if plan.send.flow is not None else "campaign stopped"
         if now >= plan.send.queued_at.astimezone(UTC) + STOPPED_HOLD:
-            reason = f"campaign stopped for more than {STOPPED_HOLD.total_seconds() / 3600:g} hours"
+            reason = f"{held} for more than {STOPPED_HOLD.total_seconds() / 3600:g} hours"
             self._record(plan, contact_id, previous, messages.EXPIRED, now, reason=reason)
             return
         due_at = clock.to_iso(now + timedelta(hours=1))
-        self._record(plan, contact_id, previous, messages.DEFERRED, now, reason="campaign stopped", due_at=due_at)
+        self._record(plan, contact_id, previous, messages.DEFERRED, now, reason=held, due_at=due_at)
 
     def flush_stats(self) -> None:
         self.tally.flush(clock.now())
@@ -649,6 +708,8 @@ def release_due(now: datetime, queue_send: QueueSend, lookback_hours: int = RELE
                     "priority": priority,
                     "queued_at": record.queued_at,
                 }
+                if record.step_id and record.flow_version:  # a flow step's send (herald.flows.sends)
+                    sends[key]["flow"] = {"version": int(record.flow_version), "step_id": record.step_id}
         hour += timedelta(hours=1)
     payloads: list[dict[str, Any]] = []
     released = 0
@@ -713,7 +774,7 @@ def _hold(contact: Contact | None, plan: _Plan, suppressed: dict[str, str] | Non
     if contact is None:
         return "contact_deleted"
     if plan.campaign is None:
-        return "campaign_deleted"
+        return "flow_deleted" if plan.send.flow is not None else "campaign_deleted"
     if plan.campaign.state != LAUNCHED:
         return "campaign_stopped"
     if plan.channel == webhook.CHANNEL:
@@ -811,10 +872,15 @@ def _webhook_outgoing(plan: _Plan, contact: Contact) -> webhook.Webhook:
 
 def _message(plan: _Plan, contact_id: str, previous: MessageRecord | None, status: str, now_iso: str) -> MessageRecord:
     spec = _spec(plan)
+    flow = plan.send.flow
     return MessageRecord(
         plan.message_id,
         contact_id=contact_id,
-        program_key=enrolments.program_key(plan.send.campaign_id),
+        program_key=flow_store.run_key(plan.send.campaign_id)
+        if flow
+        else enrolments.program_key(plan.send.campaign_id),
+        flow_version=flow.version if flow else None,
+        step_id=flow.step_id if flow else None,
         campaign_id=plan.send.campaign_id,
         occurrence=plan.send.occurrence,
         action_index=plan.index,

@@ -720,6 +720,9 @@ class MessageRecord(Model):
     expires_at = NumberAttribute(null=True)
     # Set by SES event ingestion (herald.delivery.ingestion).
     delivered_at = UnicodeAttribute(null=True)
+    # A flow step's send (herald.flows.sends): campaign_id is the flow's id, program_key ``flow#<flow_id>``.
+    flow_version = NumberAttribute(null=True)
+    step_id = UnicodeAttribute(null=True)
 
     contact_time_index = MessageContactTimeIndex()
     program_time_index = MessageProgramTimeIndex()

@@ -35,6 +35,7 @@ from herald.activity.model import EventIn
 from herald.errors import BadRequest, Conflict, HeraldError, NotFound
 from herald.observability import logger
 from herald.store import contacts as contact_store
+from herald.store import flows as flow_store
 from herald.store import stats as stats_store
 from herald.store import suppressions as suppression_store
 from herald.store.tables import CampaignRecord, StatsRecord, SuppressionRecord
@@ -136,11 +137,12 @@ def describe_scope(scope: str, payload: TokenPayload) -> str:
 
 
 def campaign_name(payload: TokenPayload) -> str:
-    """The campaign's name now, or its id when it was deleted since."""
+    """The campaign's (or a flow step's email: the flow's) name now, or its id when it was deleted since."""
     try:
         record = CampaignRecord.get("campaign", payload.campaign_id)
     except CampaignRecord.DoesNotExist:
-        return payload.campaign_id
+        flow = flow_store.get(payload.campaign_id)
+        return str(flow.name) if flow is not None else payload.campaign_id
     return str(record.name)
 
 
