@@ -225,7 +225,7 @@ def _wait_for_executions(timeout: float = 3600.0) -> list[dict[str, Any]]:
             e for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn) for e in page["executions"]
         ]
         if found and all(e["status"] != "RUNNING" for e in found):
-            return found
+            return [dict(e) for e in found]
         time.sleep(0.5)
     raise SystemExit(f"{BENCH}: executions still running after {timeout:.0f} s")
 

@@ -11,18 +11,14 @@ from herald.config import TableNames, require
 from herald.flows import cohorts
 from herald.flows.runner import Services, run_step
 from herald.observability import logger, metrics, tracer
+from herald.store import files
 from herald.store.queues import QueueSender
 from herald.store.tables import bind_tables
 
 bind_tables(TableNames.from_env())
+files.configure(require("FLOW_FILES_BUCKET"))
 queue = QueueSender(require("DELIVERY_QUEUE_URL"))
 stepfunctions = boto3.client("stepfunctions")
-
-
-def _write_pdf(key: str, template: str, context: dict[str, Any]) -> str:
-    from herald.flows import pdf
-
-    return pdf.store_pdf(key, pdf.render_pdf(template, context))
 
 
 @tracer.capture_lambda_handler
@@ -31,7 +27,7 @@ def _write_pdf(key: str, template: str, context: dict[str, Any]) -> str:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """``event = {"state": <the cohort's place>, "state_machine_arn": ...}``; returns the next state."""
     state = event["state"]
-    services = Services(queue.send, cohorts.Starter(stepfunctions, event["state_machine_arn"]), _write_pdf)
+    services = Services(queue.send, cohorts.Starter(stepfunctions, event["state_machine_arn"]))
     result = run_step(state, clock.now(), services)
     metrics.add_metric(name="FlowStepPages", unit=MetricUnit.Count, value=1)
     logger.info(

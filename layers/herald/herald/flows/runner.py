@@ -37,10 +37,9 @@ from herald.campaigns import eligibility
 from herald.campaigns.model import AudienceType, Targeting, local_moment
 from herald.campaigns.targeting import targeted_among
 from herald.clock import to_iso
-from herald.delivery.render import personalisation
 from herald.dynamodb_json import from_attribute_value
 from herald.errors import NotFound
-from herald.flows import cohorts
+from herald.flows import cohorts, pdf
 from herald.flows.definition import (
     ConditionStep,
     CrossCampaignStep,
@@ -70,7 +69,7 @@ CHANNEL_STEPS = {"email", "sms", "push", "web_service", "award_points", "update_
 CROSS_CHANNEL = {"cross_campaign_email": "email", "cross_campaign_sms": "sms", "cross_campaign_push": "push"}
 
 QueueSend = Callable[[list[dict[str, Any]]], None]
-PdfWriter = Callable[[str, str, dict[str, Any]], str]
+PdfStore = Callable[[str, bytes], str]
 
 
 def page_size() -> int:
@@ -88,7 +87,7 @@ class Services:
 
     queue_send: QueueSend
     starter: cohorts.Starter | None = None
-    write_pdf: PdfWriter | None = None
+    store_pdf: PdfStore = pdf.store_pdf
 
 
 @dataclass
@@ -127,7 +126,7 @@ def run_step(state: dict[str, Any], now: datetime, services: Services) -> dict[s
     graph, settings = _version(flow_id, int(state["version"]))
     closing = _closing_reason(flow, settings, now)
     if closing is None and flow is not None and flow.status == FlowStatus.PAUSED.value:
-        return {**state, "action": "hold", "wait_until": to_iso(now + _scaled(timedelta(seconds=HOLD_SECONDS)))}
+        return {**state, "action": "hold", "wait_until": _whole_second(now + _scaled(timedelta(seconds=HOLD_SECONDS)))}
     step = graph.step(state["step_id"])
     page = store.members(cohort_id, state.get("cursor"), page_size())
     members = _load(page.members)
@@ -266,7 +265,7 @@ def _perform(
     if isinstance(step, ConditionStep):
         return _condition(step, members, state, now, outcomes)
     if isinstance(step, ExportPdfStep):
-        _export_pdf(step, members, state, services, outcomes)
+        _export_pdf(step, members, state, settings, services, outcomes)
         return {}
     if isinstance(step, SegmentStep):
         _segment_change(step, members, outcomes)
@@ -363,20 +362,24 @@ def _own_campaign(rule: Any, flow_id: str) -> Any:
 
 
 def _export_pdf(
-    step: ExportPdfStep, members: list[_Member], state: dict[str, Any], services: Services, outcomes: _Outcomes
+    step: ExportPdfStep,
+    members: list[_Member],
+    state: dict[str, Any],
+    settings: dict[str, Any],
+    services: Services,
+    outcomes: _Outcomes,
 ) -> None:
-    if services.write_pdf is None:
-        raise RuntimeError("PDF storage is not configured (FLOW_FILES_BUCKET)")
+    """One PDF per member, stored under a key made of the visit (so a retry overwrites the same object)."""
     for member in members:
         contact = contact_store.from_record(ContactRecord.from_raw_data(member.item))
-        person = personalisation(contact.model_dump(mode="json"))
-        key_parts = f"{state['root']}/{int(state['seq'])}-{step.id}/{member.contact_id}"
+        context = pdf.pdf_context(contact.model_dump(mode="json"), state["flow_id"], str(settings.get("name") or ""))
         try:
-            key = services.write_pdf(f"flows/{state['flow_id']}/pdf/{key_parts}.pdf", step.template, person)
-        except ValueError as exc:
+            data = pdf.render_pdf(step.template, context)
+        except pdf.PdfTemplateError as exc:
             outcomes.note(member, "failed", f"render_error: {exc}"[:200])
             continue
-        outcomes.note(member, "exported", "", key)
+        key = pdf.pdf_key(state["flow_id"], state["root"], int(state["seq"]), step.id, member.contact_id)
+        outcomes.note(member, "exported", "", services.store_pdf(key, data))
 
 
 def _segment_change(step: SegmentStep, members: list[_Member], outcomes: _Outcomes) -> None:
@@ -460,8 +463,8 @@ def _after_step(step: Step, state: dict[str, Any], now: datetime, services: Serv
     if isinstance(step, DelayStep):
         arrived = _parse(state.get("arrived_at")) or now
         _graph, settings = _version(state["flow_id"], int(state["version"]))
-        until = _wait_until(step, state, settings, arrived)
-        return {**following, "step_id": step.next, "action": "wait", "wait_until": to_iso(until)}
+        until = _whole_second(_wait_until(step, state, settings, arrived))
+        return {**following, "step_id": step.next, "action": "wait", "wait_until": until}
     return {**following, "step_id": step.next, "action": "next"}
 
 
@@ -495,6 +498,12 @@ def _finish(state: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 # -- time ---------------------------------------------------------------------------
+
+
+def _whole_second(moment: datetime) -> str:
+    """``moment`` rounded up to a whole second: Step Functions drops fractions, so a wait never ends early."""
+    rounded = moment.replace(microsecond=0) + (timedelta(seconds=1) if moment.microsecond else timedelta())
+    return rounded.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _scaled(delay: timedelta) -> timedelta:
