@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -161,3 +162,18 @@ def test_a_branching_flow_runs_with_delays_and_splits_its_cohort(herald: Herald)
     assert stats["opened"]["yes"] == 1 and stats["opened"]["no"] == 2
     assert stats["welcome"]["queued"] == 3 and stats["welcome"]["sent"] == 3
     assert flow.entity_id == "onboarding"
+
+
+def test_a_flow_activated_before_its_start_admits_its_members_when_the_start_comes(herald: Herald) -> None:
+    customer(herald, "c001")
+    segment(herald, "prague", "Prague")
+    start = (clock.now() + timedelta(hours=1)).replace(tzinfo=None).isoformat(timespec="minutes")
+    save_flow("later", {"start": "hello", "steps": [{"id": "hello", "type": "sms", "text": "Hi"}]}, start=start)
+    before = datetime.fromisoformat(start).replace(tzinfo=UTC) - timedelta(seconds=1)
+    assert entry.admit_current_members("later", before) == 0
+    assert flow_store.runs("later", ["c001"]) == {}
+    assert entry.admit_opened_flows(before) == []  # not open yet: nothing, and the tick will look again
+    after = datetime.fromisoformat(start).replace(tzinfo=UTC) + timedelta(seconds=1)
+    assert entry.admit_opened_flows(after) == ["later"]
+    assert flow_store.runs("later", ["c001"])["c001"].state == "active"
+    assert entry.admit_opened_flows(after) == []  # once

@@ -144,9 +144,13 @@ def _entry_unit(
 
 
 def admit_current_members(flow_id: str, now: datetime) -> int:
-    """Admit every current member of the flow's segments (on activation and resume); returns how many entered."""
+    """Admit every current member of the flow's segments (on activation and resume); returns how many entered.
+
+    A flow that is not open yet (its ``start`` is ahead) admits nobody now; the
+    flow tick calls this again once it opens (:func:`admit_opened_flows`).
+    """
     flow = store.get(flow_id)
-    if flow is None:
+    if flow is None or not is_open(flow, now):
         return 0
     admitted = 0
     for segment_id in flow.spec["settings"]["segments"]:
@@ -159,7 +163,18 @@ def admit_current_members(flow_id: str, now: datetime) -> int:
                 batch = []
         if batch:
             admitted += admit(flow, batch, now).admitted
+    store.mark_members_admitted(flow_id, to_iso(now))
     return admitted
+
+
+def admit_opened_flows(now: datetime) -> list[str]:
+    """Admit the members of active flows whose start has come since activation (the flow tick)."""
+    opened: list[str] = []
+    for flow in store.active_flows():
+        if flow.members_admitted_at is None and is_open(flow, now):
+            admit_current_members(flow.entity_id, now)
+            opened.append(flow.entity_id)
+    return opened
 
 
 def on_memberships(entered: list[tuple[str, str]], now: datetime) -> EntryReport:

@@ -258,7 +258,7 @@ def _perform(
 ) -> dict[str, int]:
     """Apply the step to the members who stayed; returns this page's split counts (conditions)."""
     if isinstance(step, DelayStep):
-        until = to_iso(_wait_until(step, state, settings, now))
+        until = _whole_second(_wait_until(step, state, settings, now))
         for member in members:
             outcomes.note(member, "waited", until)
         return {}

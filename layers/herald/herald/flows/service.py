@@ -20,6 +20,7 @@ from herald import clock
 from herald.campaigns.model import local_moment
 from herald.cursor import decode_cursor, encode_cursor
 from herald.errors import Conflict, NotFound, StaleVersion, ValidationFailed, located_problems
+from herald.flows import entry
 from herald.flows.definition import CrossCampaignStep, FlowGraph, SegmentStep
 from herald.flows.model import Flow, FlowIn, FlowPatch, FlowStatus, default_time_zone
 from herald.segments.model import GroupType
@@ -303,10 +304,8 @@ def _transition(record: FlowRecord, before: FlowStatus, after: FlowStatus) -> No
 
 
 def _admit(flow_id: str, now: datetime) -> None:
-    """Enter the flow's current segment members (the lead's entry module)."""
-    from herald.flows.entry import admit_current_members
-
-    admit_current_members(flow_id, now)
+    """Enter the flow's current segment members (a flow whose start is ahead: the tick does it then)."""
+    entry.admit_current_members(flow_id, now)
 
 
 def _check_references(data: FlowIn) -> None:

@@ -201,3 +201,15 @@ def record_page(
 def add_step_counters(flow_id: str, step_id: str, counters: dict[str, int]) -> None:
     """Counters the sender adds per step as its sends settle (sent, suppressed, failed ...)."""
     add_stats(stats_subject(flow_id), f"step#{step_id}", counters)
+
+
+def mark_members_admitted(flow_id: str, at: str) -> None:
+    """Note that the flow's segment members were admitted (outside the ETag version: no edit conflicts)."""
+    client: Any = default_connection().client
+    client.update_item(
+        TableName=FlowRecord.Meta.table_name,
+        Key={"entity_type": {"S": FLOW_ENTITY}, "entity_id": {"S": flow_id}},
+        UpdateExpression="SET members_admitted_at = :at",
+        ConditionExpression="attribute_exists(entity_id)",
+        ExpressionAttributeValues={":at": {"S": at}},
+    )

@@ -824,6 +824,9 @@ class FlowRecord(Model):
     updated_at = UnicodeAttribute()
     activated_at = UnicodeAttribute(null=True)
     stopped_at = UnicodeAttribute(null=True)
+    # When the segments' members were last admitted as a whole (activation, resume, or the
+    # tick once a future start has come); unset while that is still to do.
+    members_admitted_at = UnicodeAttribute(null=True)
     version = VersionAttribute()
 
     live_index = FlowLiveIndex()
