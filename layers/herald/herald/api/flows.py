@@ -1,4 +1,4 @@
-"""Flow routes: definitions and their versions, activate/pause/resume/stop, per-step statistics."""
+"""Flow routes: definitions and their versions, activate/pause/resume/stop, step previews, per-step statistics."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 
 from herald.api.responses import etag, json_response, parse_if_match
-from herald.flows import service
-from herald.flows.model import Flow, FlowIn, FlowPatch
+from herald.flows import review, service
+from herald.flows.model import Flow, FlowIn, FlowPatch, PreviewIn
 
 router = Router()
 
@@ -77,3 +77,11 @@ def stop(flow_id: str) -> Response[Any]:
 @router.get("/flows/<flow_id>/stats", summary="Counters per step, in the current graph's order")
 def stats(flow_id: str) -> Response[Any]:
     return json_response(200, service.stats(flow_id))
+
+
+@router.post(
+    "/flows/<flow_id>/steps/<step_id>/preview",
+    summary="A step for one contact: rendered content, a condition's branch, cross-campaign qualification",
+)
+def preview(flow_id: str, step_id: str, body: PreviewIn) -> Response[Any]:
+    return json_response(200, review.preview(flow_id, step_id, body.contact_id))

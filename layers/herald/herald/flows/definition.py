@@ -30,6 +30,8 @@ StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 MAX_STEPS = 200
 USER_INTERACTION_STEPS = frozenset({"on_screen_message", "data_capture_form", "signature"})
 DURATION_UNITS = ("minutes", "hours", "days", "weeks", "months")
+# In a CONDITION rule, {"campaign": "self"} is this flow's own messages (its id is known only once saved).
+SELF = "self"
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -297,3 +299,12 @@ def _check_templates(**texts: str) -> None:
         problem = template_problem(text)
         if problem is not None:
             raise ValueError(f"{name}: {problem}")
+
+
+def own_campaign(rule: Any, flow_id: str) -> Any:
+    """``{"campaign": "self"}`` in a rule means this flow's own messages."""
+    if isinstance(rule, dict):
+        return {k: (flow_id if k == "campaign" and v == SELF else own_campaign(v, flow_id)) for k, v in rule.items()}
+    if isinstance(rule, list):
+        return [own_campaign(v, flow_id) for v in rule]
+    return rule

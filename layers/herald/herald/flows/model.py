@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from herald.activity.model import EVENT_TYPE
 from herald.campaigns.model import Description, Label, LocalMoment, UnsubscribeScope, UnsubscribeSettings
-from herald.contacts.model import GroupId, Name, Strict, TimeZone
+from herald.contacts.model import ContactId, GroupId, Name, Strict, TimeZone
 from herald.flows.definition import FlowGraph
 from herald.policy.engine import default_priority
 
@@ -132,6 +132,12 @@ class FlowPatch(Strict):
     reset: ResetPeriod | None = None
     unsubscribe: UnsubscribeSettings | None = None
     graph: FlowGraph | None = None
+
+
+class PreviewIn(Strict):
+    """Preview a step for one contact."""
+
+    contact_id: ContactId
 
 
 class Flow(BaseModel):

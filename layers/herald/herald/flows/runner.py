@@ -48,6 +48,7 @@ from herald.flows.definition import (
     FlowGraph,
     SegmentStep,
     Step,
+    own_campaign,
 )
 from herald.flows.model import FlowStatus, effective_priority
 from herald.flows.sends import delivery_message, step_message_id
@@ -64,7 +65,6 @@ from herald.store.transactions import default_connection, is_condition_failure
 DEFAULT_PAGE_SIZE = 1000
 # A paused flow's cohorts look again after this long (scaled like every delay).
 HOLD_SECONDS = 3600
-SELF = "self"  # in a CONDITION rule, {"campaign": "self"} is this flow's own messages
 CHANNEL_STEPS = {"email", "sms", "push", "web_service", "award_points", "update_stage"}
 CROSS_CHANNEL = {"cross_campaign_email": "email", "cross_campaign_sms": "sms", "cross_campaign_push": "push"}
 
@@ -336,7 +336,7 @@ def _condition(
     step: ConditionStep, members: list[_Member], state: dict[str, Any], now: datetime, outcomes: _Outcomes
 ) -> dict[str, int]:
     """Split the members by the rule into the two branches' cohorts (keyed puts, so a retry rewrites the same)."""
-    predicate = compile_rule(parse_rule(_own_campaign(step.rule, state["flow_id"])), now)
+    predicate = compile_rule(parse_rule(own_campaign(step.rule, state["flow_id"])), now)
     branches: dict[str, dict[str, str]] = {"yes": {}, "no": {}}
     for member in members:
         branch = "yes" if predicate(member.item) else "no"
@@ -350,15 +350,6 @@ def _condition(
             cohort = cohorts.child_cohort(state["flow_id"], state["cohort_id"], int(state["seq"]), branch)
             store.put_members(cohort, chosen)
     return {branch: len(chosen) for branch, chosen in branches.items()}
-
-
-def _own_campaign(rule: Any, flow_id: str) -> Any:
-    """``{"campaign": "self"}`` in a rule means this flow's own messages."""
-    if isinstance(rule, dict):
-        return {k: (flow_id if k == "campaign" and v == SELF else _own_campaign(v, flow_id)) for k, v in rule.items()}
-    if isinstance(rule, list):
-        return [_own_campaign(v, flow_id) for v in rule]
-    return rule
 
 
 def _export_pdf(
