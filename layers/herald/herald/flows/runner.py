@@ -107,7 +107,9 @@ class _Outcomes:
         self.log[member.contact_id] = [outcome, reason, message_id]
         self.counters[outcome] += 1
         if reason and outcome in ("skipped", "left", "failed"):
-            self.counters[f"{outcome}_{reason}"] += 1
+            # Counted by the reason's code ("render_error: <detail>" → failed_render_error): the
+            # log keeps the detail, the stats row gets one counter per kind, not per message.
+            self.counters[f"{outcome}_{reason.split(':', 1)[0]}"] += 1
 
 
 @lru_cache(maxsize=64)
