@@ -137,12 +137,13 @@ def run_step(state: dict[str, Any], now: datetime, services: Services) -> dict[s
     split = _perform(step, staying, state, settings, now, services, outcomes)
     if not isinstance(step, ConditionStep) and step.next is None:
         outcomes.finished.extend(staying)  # the path ends with this step
-    _settle(flow_id, cohort_id, members, staying, outcomes, now)
+    _settle(flow_id, members, staying, outcomes, now)
     _record(state, step, page.members, outcomes, now)
     if page.cursor is None and (closing or (not page.members and not state.get("page"))):
         return _finish(state, now)  # stopped or ended, or nobody left on this path
     tally = Counter(state.get("tally") or {})
     tally.update({k: v for k, v in split.items() if v})
+    tally["walking"] += len(staying)
     if page.cursor is not None:
         return {
             **state,
@@ -398,17 +399,17 @@ def _segment_change(step: SegmentStep, members: list[_Member], outcomes: _Outcom
 # -- after the page ---------------------------------------------------------------
 
 
-def _settle(
-    flow_id: str, cohort_id: str, members: list[_Member], staying: list[_Member], outcomes: _Outcomes, now: datetime
-) -> None:
-    """End the runs of members who left or whose path ends here; leavers leave the cohort."""
+def _settle(flow_id: str, members: list[_Member], staying: list[_Member], outcomes: _Outcomes, now: datetime) -> None:
+    """End the runs of members who left or whose path ends here.
+
+    Leavers stay in the cohort's items (their closed run makes later pages skip them),
+    so a retried page reads exactly the members it read the first time.
+    """
     staying_ids = {m.contact_id for m in staying}
     leavers = [m for m in members if m.contact_id in outcomes.log and m.contact_id not in staying_ids]
     for member in leavers:
         reason = outcomes.log[member.contact_id][1]
         _end_run(flow_id, member, store.CONVERTED if reason == "converted" else store.LEFT, reason, now)
-    if leavers:
-        store.remove_members(cohort_id, [m.contact_id for m in leavers])
     for member in outcomes.finished:
         _end_run(flow_id, member, store.COMPLETED, "completed", now)
 
@@ -451,8 +452,8 @@ def _after_step(step: Step, state: dict[str, Any], now: datetime, services: Serv
     following = {**state, "cursor": None, "page": 0, "arrived_at": None, "tally": {}, "seq": int(state["seq"]) + 1}
     if isinstance(step, ConditionStep):
         return _route(step, state, following, now, services)
-    if step.next is None:
-        return _finish(state, now)
+    if step.next is None or not (state.get("tally") or {}).get("walking"):
+        return _finish(state, now)  # the path ends here, or nobody is left on it
     if isinstance(step, DelayStep):
         arrived = _parse(state.get("arrived_at")) or now
         _graph, settings = _version(state["flow_id"], int(state["version"]))

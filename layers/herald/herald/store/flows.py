@@ -151,12 +151,6 @@ def put_members(cohort_id: str, members_: dict[str, str]) -> None:
             batch.save(CohortMemberRecord(cohort_key(cohort_id), contact_id, occurrence=occurrence))
 
 
-def remove_members(cohort_id: str, contact_ids: list[str]) -> None:
-    with CohortMemberRecord.batch_write() as batch:
-        for contact_id in contact_ids:
-            batch.delete(CohortMemberRecord(cohort_key(cohort_id), contact_id))
-
-
 def record_page(
     flow_id: str,
     log: StepLogRecord,
