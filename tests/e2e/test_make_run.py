@@ -268,7 +268,7 @@ def flow_section() -> tuple[str, list[str]]:
     section = readme.split("## Campaign flows", 1)[1].split("\n## ", 1)[0]
     flow_json = section.split("```json", 1)[1].split("```", 1)[0]
     block = section.split("```sh", 1)[1].split("```", 1)[0]
-    lines = [line for line in block.splitlines() if line.startswith(("curl ", "FLOW=", "sleep "))]
+    lines = [line for line in block.splitlines() if line.startswith(("curl ", "FLOW=", "sleep ", "until "))]
     return flow_json, lines
 
 

@@ -136,11 +136,7 @@ def test_a_branching_flow_runs_with_delays_and_splits_its_cohort(herald: Herald)
     assert entry.admit_current_members("onboarding", clock.now()) == 3
     time.sleep(1.1)  # the entry window closes
     assert len(tick(herald)["started"]) == 1
-    # The welcome email goes out; c001 opens it during the 2-day delay (4 s here).
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(sent_to(herald)) < 3:
-        herald.drain("SenderFunction")
-        time.sleep(0.05)
+    # c001 opens the welcome email during the 2-day delay (4 s here), before the condition looks.
     opened = {
         "event_id": "open-1",
         "type": "campaign.opened",
