@@ -47,7 +47,8 @@ def time_scale_environment(scale: float) -> dict[str, str]:
     return {
         "HERALD_FLOW_TIME_SCALE": str(scale),
         "HERALD_FLOW_COHORT_SECONDS": str(max(1, round(60 / scale))),
-        "HERALD_FLOW_START_GRACE_SECONDS": str(90 / scale),
+        # At least a second: an in-process entry still finishes before its cohort starts.
+        "HERALD_FLOW_START_GRACE_SECONDS": str(max(1.0, 90 / scale)),
     }
 
 

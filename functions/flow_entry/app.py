@@ -45,5 +45,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {"admitted": 0}
     report = on_memberships(entered, clock.now())
     metrics.add_metric(name="FlowEntries", unit=MetricUnit.Count, value=report.admitted)
-    logger.info("flow entry", extra={"admitted": report.admitted, "already_in": report.already_in})
+    metrics.add_metric(name="FlowEntriesRefused", unit=MetricUnit.Count, value=report.not_again + report.closed)
+    logger.info(
+        "flow entry",
+        extra={
+            "admitted": report.admitted,
+            "already_in": report.already_in,
+            "not_again": report.not_again,
+            "closed": report.closed,
+        },
+    )
     return {"admitted": report.admitted, "already_in": report.already_in, "not_again": report.not_again}

@@ -168,8 +168,57 @@ def test_a_flow_activated_before_its_start_admits_its_members_when_the_start_com
     before = datetime.fromisoformat(start).replace(tzinfo=UTC) - timedelta(seconds=1)
     assert entry.admit_current_members("later", before) == 0
     assert flow_store.runs("later", ["c001"]) == {}
-    assert entry.admit_opened_flows(before) == []  # not open yet: nothing, and the tick will look again
+    assert entry.admit_owed(before) == []  # not open yet: nothing, and the tick will look again
     after = datetime.fromisoformat(start).replace(tzinfo=UTC) + timedelta(seconds=1)
-    assert entry.admit_opened_flows(after) == ["later"]
+    assert entry.admit_owed(after) == ["later"]
     assert flow_store.runs("later", ["c001"])["c001"].state == "active"
-    assert entry.admit_opened_flows(after) == []  # once
+    assert entry.admit_owed(after) == []  # once
+
+
+def test_an_admission_stopped_by_its_deadline_goes_on_from_its_cursor(
+    herald: Herald, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(entry, "ADMISSION_BATCH", 2)
+    for contact_id in ("c001", "c002", "c003", "c004", "c005"):
+        customer(herald, contact_id)
+    segment(herald, "prague", "Prague")
+    save_flow("big", {"start": "hello", "steps": [{"id": "hello", "type": "sms", "text": "Hi"}]})
+    now = clock.now()
+    assert entry.admit_current_members("big", now, deadline=0) == 2  # the deadline has passed: one batch
+    assert flow_store.get("big").admission_cursor == {"segment": 0, "after": "c002"}
+    assert entry.admit_owed(now) == ["big"]  # the tick goes on from the cursor
+    runs = flow_store.runs("big", ["c001", "c002", "c003", "c004", "c005"])
+    assert {c: r.state for c, r in runs.items()} == dict.fromkeys(("c001", "c002", "c003", "c004", "c005"), "active")
+    record = flow_store.get("big")
+    assert record.admission_cursor is None and record.members_admitted_at is not None
+    assert entry.admit_owed(now) == []
+
+
+def test_a_finished_contact_still_in_the_segment_enters_again_when_the_reset_period_ends(herald: Herald) -> None:
+    from herald.flows import cohorts
+    from herald.flows.runner import Services, run_step
+
+    customer(herald, "c001")
+    customer(herald, "c002")
+    rule = {"all": [{"field": "attributes.city", "op": "equals", "value": "Prague"}]}
+    body = {"id": "prague", "name": "prague", "rule": rule, "online": True}
+    assert herald.call("POST", "/segments", body).status == 201
+    herald.drain("SegmentWorkerFunction")
+    graph = {"start": "hello", "steps": [{"id": "hello", "type": "sms", "text": "Hi"}]}
+    save_flow("again", graph, reset={"amount": 1, "unit": "days", "interactions": "all"})
+    now = clock.now()
+    assert entry.admit_current_members("again", now) == 2
+    run = flow_store.runs("again", ["c001"])["c001"]
+    state = cohorts.initial_state("again", 1, str(run.cohort), str(run.cohort), "hello", 1)
+    queued: list[dict[str, Any]] = []
+    assert run_step(state, now, Services(queued.extend))["action"] == "end"
+    assert {r.state for r in flow_store.runs("again", ["c001", "c002"]).values()} == {"completed"}
+    # c002 leaves the segment meanwhile: only c001 enters again, once the day has passed.
+    assert herald.call("PATCH", "/contacts/c002", {"attributes": {"city": "Brno"}}).status == 200
+    assert herald.call("POST", "/segments/prague/recalculate", {"contact_id": "c002"}).status == 200
+    assert entry.readmit_due(now + timedelta(hours=23)) == 0
+    assert entry.readmit_due(now + timedelta(days=1, seconds=1)) == 1
+    runs = flow_store.runs("again", ["c001", "c002"])
+    assert (runs["c001"].state, runs["c001"].occurrence) == ("active", "2")
+    assert runs["c002"].state == "completed"
+    assert entry.readmit_due(now + timedelta(days=1, seconds=1)) == 0  # the markers are gone

@@ -279,3 +279,14 @@ def test_a_batch_without_entries_admits_nobody_and_reads_nothing(flow_entry_app:
 
     event = {"Records": [stream_record("REMOVE", "seg#prague"), stream_record("INSERT", "bdg#gold")]}
     assert flow_entry_app.lambda_handler(event, LocalContext("f", "arn:f", 10)) == {"admitted": 0}
+
+
+def test_days_and_months_are_added_on_the_flows_local_calendar() -> None:
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    evening = datetime(2026, 2, 28, 22, 0, tzinfo=new_york)  # 03:00 UTC on 1 March
+    assert runner._add(evening, 1, "months", new_york) == datetime(2026, 3, 28, 22, 0, tzinfo=new_york)
+    morning = datetime(2026, 3, 7, 9, 0, tzinfo=new_york)  # DST starts on 8 March
+    assert runner._add(morning, 2, "days", new_york).astimezone(new_york).hour == 9
+    assert runner._add(morning, 48, "hours", new_york).astimezone(new_york).hour == 10

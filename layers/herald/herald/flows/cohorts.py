@@ -97,6 +97,8 @@ def initial_state(flow_id: str, version: int, cohort_id: str, root: str, step_id
         "page": 0,
         "arrived_at": None,
         "tally": {},
+        "calls": 0,
+        "generation": 0,
         "action": "start",
     }
 
@@ -113,12 +115,9 @@ def start_due(now: datetime, starter: Starter) -> list[str]:
         end = marker.entity_id.split("#", 1)[0]
         if end > cutoff:
             continue
-        flow = store.get(marker.flow_id)
-        version = store.get_version(marker.flow_id, int(marker.flow_version)) if flow else None
-        if flow is None or version is None:
-            marker.delete()
-            continue
-        start_step = str(version.spec["graph"]["start"])
+        version = store.get_version(marker.flow_id, int(marker.flow_version))
+        # A deleted flow's cohort still starts: its execution closes the members' runs.
+        start_step = str(version.spec["graph"]["start"]) if version is not None else ""
         _cohort_record(marker.flow_id, marker.cohort_id, int(marker.flow_version), marker.cohort_id, now)
         state = initial_state(
             marker.flow_id, int(marker.flow_version), marker.cohort_id, marker.cohort_id, start_step, 1

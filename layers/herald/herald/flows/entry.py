@@ -17,6 +17,7 @@ end of the run. Entrants of one window share a cohort (:mod:`herald.flows.cohort
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,10 +32,13 @@ from herald.observability import logger
 from herald.segments.model import GroupType
 from herald.store import flows as store
 from herald.store import segments as segment_store
-from herald.store.tables import CohortMemberRecord, FlowRecord, FlowRunRecord, MembershipRecord
+from herald.store.tables import CohortMemberRecord, FlowRecord, FlowRunRecord, MembershipRecord, ResetDueRecord
 from herald.store.transactions import Operation, Unit, commit_units
 
 ADMIT_CHUNK = 100
+RESET_DUE = "flowreset#due"
+# Members read and admitted between two deadline checks of a whole-segment admission.
+ADMISSION_BATCH = 1000
 # A run's final result, as the reset period's "interactions" name it.
 _RESETTABLE = {
     ResetInteractions.ALL: {store.COMPLETED, store.CONVERTED, store.LEFT},
@@ -72,6 +76,50 @@ def may_enter_again(run: FlowRunRecord, reset: dict[str, Any] | None, now: datet
         return False
     ended = datetime.fromisoformat(str(run.exited_at or run.enrolled_at).replace("Z", "+00:00"))
     return now - ended >= timedelta(days=period.days())
+
+
+def reset_due_at(settings: dict[str, Any], outcome: str, ended: datetime) -> datetime | None:
+    """When a run that ended with ``outcome`` may be followed by a new one (None: never)."""
+    reset = settings.get("reset")
+    if not reset:
+        return None
+    period = ResetPeriod.model_validate(reset)
+    if outcome not in _RESETTABLE[period.interactions]:
+        return None
+    return ended + timedelta(days=period.days())
+
+
+def owe_reset(flow_id: str, contact_id: str, settings: dict[str, Any], outcome: str, ended: datetime) -> None:
+    """Remember to let the contact enter again when the reset period ends (a keyed put: once)."""
+    due = reset_due_at(settings, outcome, ended)
+    if due is not None:
+        key = f"{to_iso(due)}#{flow_id}#{contact_id}"
+        ResetDueRecord(RESET_DUE, key, flow_id=flow_id, contact_id=contact_id).save()
+
+
+def readmit_due(now: datetime, deadline: float | None = None) -> int:
+    """The tick: contacts whose reset period ended enter again if they are still in the flow's segments."""
+    readmitted = 0
+    due = ResetDueRecord.query(RESET_DUE, ResetDueRecord.entity_id <= to_iso(now) + "~", limit=ADMISSION_BATCH)
+    by_flow: dict[str, list[ResetDueRecord]] = defaultdict(list)
+    for record in due:
+        by_flow[record.flow_id].append(record)
+    for flow_id, records in by_flow.items():
+        flow = store.get(flow_id)
+        if flow is not None and is_open(flow, now):
+            keys = [
+                (segment_store.membership_key(GroupType.SEGMENT, segment), r.contact_id)
+                for segment in flow.spec["settings"]["segments"]
+                for r in records
+            ]
+            members = {m.contact_id for m in MembershipRecord.batch_get(keys)}
+            readmitted += admit(flow, [r.contact_id for r in records if r.contact_id in members], now).admitted
+        with ResetDueRecord.batch_write() as batch:
+            for record in records:
+                batch.delete(record)
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return readmitted
 
 
 def admit(flow: FlowRecord, contact_ids: Iterable[str], now: datetime) -> EntryReport:
@@ -143,38 +191,52 @@ def _entry_unit(
     )
 
 
-def admit_current_members(flow_id: str, now: datetime) -> int:
-    """Admit every current member of the flow's segments (on activation and resume); returns how many entered.
+def admit_current_members(flow_id: str, now: datetime, deadline: float | None = None) -> int:
+    """Admit every current member of the flow's segments; returns how many entered.
 
-    A flow that is not open yet (its ``start`` is ahead) admits nobody now; the
-    flow tick calls this again once it opens (:func:`admit_opened_flows`).
+    Called on activation, resume and an edit that adds segments (which clear
+    ``members_admitted_at``), and by the tick for any flow still owing it. It
+    stops at ``deadline`` (``time.monotonic()``) and leaves a cursor for the tick
+    to go on from, so a big segment never times a request out and nobody is
+    skipped. A flow whose start is ahead admits nobody yet.
     """
     flow = store.get(flow_id)
     if flow is None or not is_open(flow, now):
         return 0
+    cursor = dict(flow.admission_cursor or {})
+    segments = list(flow.spec["settings"]["segments"])
     admitted = 0
-    for segment_id in flow.spec["settings"]["segments"]:
-        key = segment_store.membership_key(GroupType.SEGMENT, segment_id)
+    for index in range(int(cursor.get("segment") or 0), len(segments)):
+        key = segment_store.membership_key(GroupType.SEGMENT, segments[index])
+        after = cursor.get("after") if index == int(cursor.get("segment") or 0) else None
+        start = {"group_key": {"S": key}, "contact_id": {"S": after}} if after else None
         batch: list[str] = []
-        for membership in MembershipRecord.query(key):
+        for membership in MembershipRecord.query(key, last_evaluated_key=start):
             batch.append(membership.contact_id)
-            if len(batch) >= ADMIT_CHUNK * 10:
-                admitted += admit(flow, batch, now).admitted
-                batch = []
+            if len(batch) < ADMISSION_BATCH:
+                continue
+            admitted += admit(flow, batch, now).admitted
+            if deadline is not None and time.monotonic() > deadline:
+                store.save_admission_cursor(flow_id, index, batch[-1])
+                return admitted
+            batch = []
         if batch:
             admitted += admit(flow, batch, now).admitted
     store.mark_members_admitted(flow_id, to_iso(now))
     return admitted
 
 
-def admit_opened_flows(now: datetime) -> list[str]:
-    """Admit the members of active flows whose start has come since activation (the flow tick)."""
-    opened: list[str] = []
+def admit_owed(now: datetime, deadline: float | None = None) -> list[str]:
+    """The tick: admit the members of active flows still owing it (a start that has come, an
+    admission a request left unfinished, segments added by an edit)."""
+    owed: list[str] = []
     for flow in store.active_flows():
         if flow.members_admitted_at is None and is_open(flow, now):
-            admit_current_members(flow.entity_id, now)
-            opened.append(flow.entity_id)
-    return opened
+            admit_current_members(flow.entity_id, now, deadline)
+            owed.append(flow.entity_id)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+    return owed
 
 
 def on_memberships(entered: list[tuple[str, str]], now: datetime) -> EntryReport:

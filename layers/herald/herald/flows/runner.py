@@ -39,7 +39,7 @@ from herald.campaigns.targeting import targeted_among
 from herald.clock import to_iso
 from herald.dynamodb_json import from_attribute_value
 from herald.errors import NotFound
-from herald.flows import cohorts, pdf
+from herald.flows import cohorts, entry, pdf
 from herald.flows.definition import (
     ConditionStep,
     CrossCampaignStep,
@@ -63,6 +63,9 @@ from herald.store.tables import ContactRecord, FlowRunRecord, StepLogRecord
 from herald.store.transactions import default_connection, is_condition_failure
 
 DEFAULT_PAGE_SIZE = 1000
+# A Standard execution keeps 25,000 history events (about 10 per step call) and lives a year.
+MAX_CALLS_PER_EXECUTION = 2000
+MAX_EXECUTION_AGE = timedelta(days=330)
 # A paused flow's cohorts look again after this long (scaled like every delay).
 HOLD_SECONDS = 3600
 CHANNEL_STEPS = {"email", "sms", "push", "web_service", "award_points", "update_stage"}
@@ -95,13 +98,13 @@ class _Member:
     contact_id: str
     occurrence: str
     item: dict[str, Any]
+    run: FlowRunRecord | None = None
 
 
 @dataclass
 class _Outcomes:
     log: dict[str, list[str]] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
-    finished: list[_Member] = field(default_factory=list)
 
     def note(self, member: _Member, outcome: str, reason: str = "", message_id: str = "") -> None:
         self.log[member.contact_id] = [outcome, reason, message_id]
@@ -123,27 +126,33 @@ def _version(flow_id: str, number: int) -> tuple[FlowGraph, dict[str, Any]]:
 
 def run_step(state: dict[str, Any], now: datetime, services: Services) -> dict[str, Any]:
     """Do the current step for one page of the cohort; returns the next state (see the module doc)."""
+    result = _step(state, now, services)
+    return _continued(result, now, services)
+
+
+def _step(state: dict[str, Any], now: datetime, services: Services) -> dict[str, Any]:
     flow_id, cohort_id = state["flow_id"], state["cohort_id"]
     flow = store.get(flow_id)
+    if flow is None:
+        return _drain_deleted(state, now)
     graph, settings = _version(flow_id, int(state["version"]))
-    closing = _closing_reason(flow, settings, now)
-    if closing is None and flow is not None and flow.status == FlowStatus.PAUSED.value:
+    closing = _closing_reason(flow, now)
+    if closing is None and flow.status == FlowStatus.PAUSED.value:
         return {**state, "action": "hold", "wait_until": _whole_second(now + _scaled(timedelta(seconds=HOLD_SECONDS)))}
     step = graph.step(state["step_id"])
     page = store.members(cohort_id, state.get("cursor"), page_size())
     members = _load(page.members)
+    # Decide, write the decisions (once), then act on what was written: a retried page acts
+    # on the first attempt's decisions, never on a second look at contacts that changed since.
     outcomes = _Outcomes()
     staying = _leave_checks(members, flow_id, settings, closing, now, outcomes)
-    split = _perform(step, staying, state, settings, now, services, outcomes)
-    if not isinstance(step, ConditionStep) and step.next is None:
-        outcomes.finished.extend(staying)  # the path ends with this step
-    _settle(flow_id, members, staying, outcomes, now)
-    _record(state, step, page.members, outcomes, now)
+    _decide(step, staying, state, settings, now, services, outcomes)
+    decided = _record(state, step, page.members, outcomes, now)
+    _apply(step, state, settings, {m.contact_id: m for m in members}, decided, now, services)
     if page.cursor is None and (closing or (not page.members and not state.get("page"))):
         return _finish(state, now)  # stopped or ended, or nobody left on this path
     tally = Counter(state.get("tally") or {})
-    tally.update({k: v for k, v in split.items() if v})
-    tally["walking"] += len(staying)
+    tally.update(_tally(decided))
     if page.cursor is not None:
         return {
             **state,
@@ -154,6 +163,47 @@ def run_step(state: dict[str, Any], now: datetime, services: Services) -> dict[s
             "action": "page",
         }
     return _after_step(step, {**state, "tally": dict(tally)}, now, services)
+
+
+def _continued(result: dict[str, Any], now: datetime, services: Services) -> dict[str, Any]:
+    """Hand a long-lived cohort over to a fresh execution before Step Functions' limits.
+
+    A Standard execution keeps at most 25,000 history events and lives at most a year; a
+    big cohort (many pages), a long pause or a flow that loops through delays could reach
+    either. The successor (named ``<cohort>-g<n>``) starts where this one stands, through
+    the machine's ``Start`` choice (so a pending wait is still waited), and this one ends.
+    """
+    if result.get("action") == "end" or services.starter is None:
+        return result
+    calls = int(result.get("calls") or 0) + 1
+    born = _parse(result.get("born")) or now
+    if calls < MAX_CALLS_PER_EXECUTION and now - born < MAX_EXECUTION_AGE:
+        return {**result, "calls": calls, "born": to_iso(born)}
+    generation = int(result.get("generation") or 0) + 1
+    successor = {**result, "calls": 0, "born": to_iso(now), "generation": generation}
+    services.starter.start(f"{result['cohort_id']}-g{generation}", successor)
+    return {**result, "action": "end"}
+
+
+def _tally(decided: dict[str, list[str]]) -> Counter[str]:
+    """What a page adds to the step's running totals: who walks on, and which way."""
+    tally: Counter[str] = Counter()
+    for outcome, _, _ in decided.values():
+        if outcome != "left":
+            tally["walking"] += 1
+        if outcome in ("yes", "no"):
+            tally[outcome] += 1
+    return tally
+
+
+def _drain_deleted(state: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The flow was deleted: close the runs of the cohort's members, page by page, and end."""
+    page = store.members(state["cohort_id"], state.get("cursor"), page_size())
+    for contact_id, occurrence in page.members.items():
+        _end_run(state["flow_id"], _Member(contact_id, occurrence, {}), store.LEFT, "flow_deleted", now)
+    if page.cursor is not None:
+        return {**state, "cursor": page.cursor, "page": int(state.get("page") or 0) + 1, "action": "page"}
+    return _finish(state, now)
 
 
 # -- members ------------------------------------------------------------------
@@ -180,9 +230,11 @@ def _raw_contacts(contact_ids: list[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _closing_reason(flow: Any, settings: dict[str, Any], now: datetime) -> str | None:
-    if flow is None or flow.status == FlowStatus.STOPPED.value:
+def _closing_reason(flow: Any, now: datetime) -> str | None:
+    """Why everyone leaves now: the flow was stopped, or its end (as the flow says now) has passed."""
+    if flow.status == FlowStatus.STOPPED.value:
         return "flow_stopped"
+    settings = flow.spec["settings"]
     end = local_moment(settings.get("end"), settings.get("time_zone") or "UTC")
     if end is not None and now >= end:
         return "flow_ended"
@@ -205,7 +257,7 @@ def _leave_checks(
     segments = set(settings["segments"])
     staying: list[_Member] = []
     for member in members:
-        run = runs.get(member.contact_id)
+        run = member.run = runs.get(member.contact_id)
         reason = _leave_reason(member, run, segments, suppressed, settings, closing)
         if reason == "not_in_run":
             continue  # a run that already ended (or a newer one): nothing of ours to do
@@ -240,6 +292,12 @@ def _leave_reason(
     return None
 
 
+def _converted_since_entry(member: _Member, settings: dict[str, Any]) -> bool:
+    """Whether a member who finishes converted on the way (the reset period's "conversions")."""
+    event = settings.get("conversion_event")
+    return bool(event and member.run is not None and member.item and _converted(member, member.run, event))
+
+
 def _converted(member: _Member, run: FlowRunRecord, event_type: str) -> bool:
     raw = member.item.get("activity")
     activity = from_attribute_value(raw) if raw else {}
@@ -250,36 +308,7 @@ def _converted(member: _Member, run: FlowRunRecord, event_type: str) -> bool:
 # -- the step ------------------------------------------------------------------
 
 
-def _perform(
-    step: Step,
-    members: list[_Member],
-    state: dict[str, Any],
-    settings: dict[str, Any],
-    now: datetime,
-    services: Services,
-    outcomes: _Outcomes,
-) -> dict[str, int]:
-    """Apply the step to the members who stayed; returns this page's split counts (conditions)."""
-    if isinstance(step, DelayStep):
-        until = _whole_second(_wait_until(step, state, settings, now))
-        for member in members:
-            outcomes.note(member, "waited", until)
-        return {}
-    if isinstance(step, ConditionStep):
-        return _condition(step, members, state, now, outcomes)
-    if isinstance(step, ExportPdfStep):
-        _export_pdf(step, members, state, settings, services, outcomes)
-        return {}
-    if isinstance(step, SegmentStep):
-        _segment_change(step, members, outcomes)
-        return {}
-    if isinstance(step, CrossCampaignStep):
-        members = _qualified(step, members, now, outcomes)
-    _queue(step, members, state, settings, now, services, outcomes)
-    return {}
-
-
-def _queue(
+def _decide(
     step: Step,
     members: list[_Member],
     state: dict[str, Any],
@@ -288,20 +317,71 @@ def _queue(
     services: Services,
     outcomes: _Outcomes,
 ) -> None:
-    """Queue the step's message or action for each member, under a deterministic message id."""
+    """Decide the step's outcome for each member who stayed (PDFs and segment changes are done here:
+    both are keyed, so doing them again on a retry changes nothing)."""
+    if isinstance(step, DelayStep):
+        until = _whole_second(_wait_until(step, state, settings, now))
+        for member in members:
+            outcomes.note(member, "waited", until)
+    elif isinstance(step, ConditionStep):
+        predicate = compile_rule(parse_rule(own_campaign(step.rule, state["flow_id"])), now)
+        for member in members:
+            outcomes.note(member, "yes" if predicate(member.item) else "no")
+    elif isinstance(step, ExportPdfStep):
+        _export_pdf(step, members, state, settings, services, outcomes)
+    elif isinstance(step, SegmentStep):
+        _segment_change(step, members, outcomes)
+    else:
+        if isinstance(step, CrossCampaignStep):
+            members = _qualified(step, members, now, outcomes)
+        for member in members:
+            message_id = step_message_id(state["flow_id"], member.contact_id, occurrence_of(member.occurrence, state))
+            outcomes.note(member, "queued", "", message_id)
+
+
+def _apply(
+    step: Step,
+    state: dict[str, Any],
+    settings: dict[str, Any],
+    members: dict[str, _Member],
+    decided: dict[str, list[str]],
+    now: datetime,
+    services: Services,
+) -> None:
+    """Act on a page's recorded decisions: close leavers' runs, queue sends, fill the branch
+    cohorts, complete the runs whose path ends here. Each act is idempotent."""
     flow_id = state["flow_id"]
-    priority = effective_priority(settings)
+    finished: list[_Member] = []
+    branches: dict[str, dict[str, str]] = {"yes": {}, "no": {}}
     bodies = []
-    for member in members:
-        occurrence = occurrence_of(member.occurrence, state)
-        bodies.append(
-            delivery_message(
-                flow_id, int(state["version"]), step.id, member.contact_id, occurrence, priority, to_iso(now)
+    priority = effective_priority(settings)
+    for contact_id, (outcome, reason, _) in decided.items():
+        member = members.get(contact_id)
+        if member is None:
+            continue
+        if outcome == "left":
+            _close(flow_id, member, store.CONVERTED if reason == "converted" else store.LEFT, reason, now, settings)
+            continue
+        if outcome == "queued":
+            occurrence = occurrence_of(member.occurrence, state)
+            bodies.append(
+                delivery_message(flow_id, int(state["version"]), step.id, contact_id, occurrence, priority, to_iso(now))
             )
-        )
-        outcomes.note(member, "queued", "", step_message_id(flow_id, member.contact_id, occurrence))
+        if isinstance(step, ConditionStep):
+            if getattr(step, outcome) is None:
+                finished.append(member)
+            else:
+                branches[outcome][contact_id] = member.occurrence
+        elif step.next is None:
+            finished.append(member)  # the path ends with this step
     if bodies:
         services.queue_send(bodies)
+    for branch, chosen in branches.items():
+        if chosen:
+            store.put_members(cohorts.child_cohort(flow_id, state["cohort_id"], int(state["seq"]), branch), chosen)
+    for member in finished:
+        converted = _converted_since_entry(member, settings)
+        _close(flow_id, member, store.CONVERTED if converted else store.COMPLETED, "completed", now, settings)
 
 
 def occurrence_of(run_occurrence: str, state: dict[str, Any]) -> str:
@@ -333,26 +413,6 @@ def _qualified(step: CrossCampaignStep, members: list[_Member], now: datetime, o
         else:
             outcomes.note(member, "skipped", "not_qualified")
     return qualified
-
-
-def _condition(
-    step: ConditionStep, members: list[_Member], state: dict[str, Any], now: datetime, outcomes: _Outcomes
-) -> dict[str, int]:
-    """Split the members by the rule into the two branches' cohorts (keyed puts, so a retry rewrites the same)."""
-    predicate = compile_rule(parse_rule(own_campaign(step.rule, state["flow_id"])), now)
-    branches: dict[str, dict[str, str]] = {"yes": {}, "no": {}}
-    for member in members:
-        branch = "yes" if predicate(member.item) else "no"
-        outcomes.note(member, branch)
-        if getattr(step, branch) is None:
-            outcomes.finished.append(member)
-        else:
-            branches[branch][member.contact_id] = member.occurrence
-    for branch, chosen in branches.items():
-        if chosen:
-            cohort = cohorts.child_cohort(state["flow_id"], state["cohort_id"], int(state["seq"]), branch)
-            store.put_members(cohort, chosen)
-    return {branch: len(chosen) for branch, chosen in branches.items()}
 
 
 def _export_pdf(
@@ -399,23 +459,14 @@ def _segment_change(step: SegmentStep, members: list[_Member], outcomes: _Outcom
 # -- after the page ---------------------------------------------------------------
 
 
-def _settle(flow_id: str, members: list[_Member], staying: list[_Member], outcomes: _Outcomes, now: datetime) -> None:
-    """End the runs of members who left or whose path ends here.
-
-    Leavers stay in the cohort's items (their closed run makes later pages skip them),
-    so a retried page reads exactly the members it read the first time.
-    """
-    staying_ids = {m.contact_id for m in staying}
-    leavers = [m for m in members if m.contact_id in outcomes.log and m.contact_id not in staying_ids]
-    for member in leavers:
-        reason = outcomes.log[member.contact_id][1]
-        _end_run(flow_id, member, store.CONVERTED if reason == "converted" else store.LEFT, reason, now)
-    for member in outcomes.finished:
-        _end_run(flow_id, member, store.COMPLETED, "completed", now)
+def _close(flow_id: str, member: _Member, state: str, reason: str, now: datetime, settings: dict[str, Any]) -> None:
+    """Close the run and, when the flow's reset period covers how it ended, owe the contact a new entry."""
+    if _end_run(flow_id, member, state, reason, now):
+        entry.owe_reset(flow_id, member.contact_id, settings, state, now)
 
 
-def _end_run(flow_id: str, member: _Member, state: str, reason: str, now: datetime) -> None:
-    """Close the contact's run once (only the run this cohort walks, only while active)."""
+def _end_run(flow_id: str, member: _Member, state: str, reason: str, now: datetime) -> bool:
+    """Close the contact's run once (only the run this cohort walks, only while active); True if it did."""
     run = FlowRunRecord(store.run_key(flow_id), member.contact_id)
     try:
         run.update(
@@ -428,12 +479,21 @@ def _end_run(flow_id: str, member: _Member, state: str, reason: str, now: dateti
         )
     except UpdateError as exc:
         if not is_condition_failure(exc):
-            raise  # a run already closed (or a newer run) is left as it is
+            raise
+        return False  # a run already closed (or a newer run) is left as it is
+    return True
 
 
-def _record(state: dict[str, Any], step: Step, found: dict[str, str], outcomes: _Outcomes, now: datetime) -> None:
+def _record(
+    state: dict[str, Any], step: Step, found: dict[str, str], outcomes: _Outcomes, now: datetime
+) -> dict[str, list[str]]:
+    """Write the page's decisions and counters once; returns the decisions that stand.
+
+    A retried page finds its log already written and acts on that, so a contact
+    who changed since the first attempt cannot take both branches of a condition.
+    """
     if not found:
-        return
+        return {}
     outcomes.counters["reached"] += len(outcomes.log) - outcomes.counters["left"]
     log = StepLogRecord(
         store.log_key(state["flow_id"]),
@@ -444,7 +504,10 @@ def _record(state: dict[str, Any], step: Step, found: dict[str, str], outcomes: 
         occurrence_of={c: found[c] for c in outcomes.log},
         outcomes=outcomes.log,
     )
-    store.record_page(state["flow_id"], log, dict(outcomes.counters))
+    if store.record_page(state["flow_id"], log, dict(outcomes.counters)):
+        return outcomes.log
+    written = store.get_log(state["flow_id"], log.entity_id)
+    return dict(written.outcomes) if written is not None else outcomes.log
 
 
 def _after_step(step: Step, state: dict[str, Any], now: datetime, services: Services) -> dict[str, Any]:
@@ -511,23 +574,30 @@ def _parse(value: str | None) -> datetime | None:
 def _wait_until(step: DelayStep, state: dict[str, Any], settings: dict[str, Any], arrived: datetime) -> datetime:
     """When the delay ends: a duration after the cohort arrived, or the next local time (and weekday)."""
     arrived = _parse(state.get("arrived_at")) or arrived
+    zone = ZoneInfo(settings.get("time_zone") or "UTC")
     if step.duration is not None:
-        real = _add(arrived, step.duration.amount, step.duration.unit) - arrived
+        real = _add(arrived, step.duration.amount, step.duration.unit, zone) - arrived
     else:
         assert step.until is not None
-        zone = ZoneInfo(settings.get("time_zone") or "UTC")
         real = _next_local(arrived, step.until.time, step.until.weekday, zone) - arrived
     return arrived + _scaled(real)
 
 
-def _add(moment: datetime, amount: int, unit: str) -> datetime:
-    if unit != "months":
-        return moment + timedelta(**{unit: amount})
-    month = moment.month - 1 + amount
-    year, month = moment.year + month // 12, month % 12 + 1
-    days_in = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31, 30]
-    days_in += [31, 31, 30, 31, 30, 31]
-    return moment.replace(year=year, month=month, day=min(moment.day, days_in[month - 1]))
+def _add(moment: datetime, amount: int, unit: str, zone: ZoneInfo) -> datetime:
+    """``moment`` plus a duration: minutes and hours on the clock, days, weeks and months on the
+    flow's local calendar (09:00 stays 09:00 across a DST change; 31 January + 1 month = 28/29 February)."""
+    if unit in ("minutes", "hours"):
+        return moment.astimezone(UTC) + timedelta(**{unit: amount})  # elapsed time, not the wall clock
+    local = moment.astimezone(zone).replace(tzinfo=None)
+    if unit in ("days", "weeks"):
+        shifted = local + timedelta(**{unit: amount})
+    else:
+        month = local.month - 1 + amount
+        year, month = local.year + month // 12, month % 12 + 1
+        days_in = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31, 30]
+        days_in += [31, 31, 30, 31, 30, 31]
+        shifted = local.replace(year=year, month=month, day=min(local.day, days_in[month - 1]))
+    return shifted.replace(tzinfo=zone).astimezone(UTC)
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -9,6 +9,7 @@ racing calls one wins and the other is told why not.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,8 @@ from herald.store.transactions import Operation, Unit, commit_units, is_conditio
 FLOW_LABEL = "flow"
 VERSION_LABEL = "flow_version"
 DELETABLE = (FlowStatus.DRAFT, FlowStatus.STOPPED)
+# How long activation, resume or an edit admits members itself (the API answers within 30 s).
+ADMIT_SECONDS = 15
 
 # --------------------------------------------------------------------------
 # Definitions and versions
@@ -98,12 +101,16 @@ def update(flow_id: str, patch: FlowPatch, if_match: int | None = None) -> Flow:
         raise ValidationFailed(_problems(exc)) from exc
     _check_references(data)
     number = int(record.current_version) + 1
+    if set(data.segments) - set(record.spec["settings"]["segments"]):
+        _owe_admission(record)  # the added segments' current members enter too
     record.spec = _spec(data)
     record.name = data.name
     record.current_version = number
     record.updated_at = clock.now_iso()
     changed = Operation("put", record, FLOW_LABEL, condition=FlowRecord.status != FlowStatus.STOPPED.value)
     _commit(record, changed, _version(flow_id, number, record.spec, record.updated_at))
+    if record.members_admitted_at is None and record.status == FlowStatus.ACTIVE:
+        _admit(flow_id, clock.now())
     return to_flow(record)
 
 
@@ -155,6 +162,7 @@ def activate(flow_id: str) -> Flow:
     if end is not None and end <= now:
         raise ValidationFailed.one("end", f"the flow ended at {data.end} ({data.time_zone}); move end to activate it")
     record.activated_at = clock.to_iso(now)
+    _owe_admission(record)
     _transition(record, FlowStatus.DRAFT, FlowStatus.ACTIVE)
     _admit(flow_id, now)
     return to_flow(record)
@@ -172,6 +180,7 @@ def resume(flow_id: str) -> Flow:
     """Continue a paused flow; members who joined its segments meanwhile enter now."""
     record = _record(flow_id)
     _expect(record, "resume", FlowStatus.PAUSED)
+    _owe_admission(record)  # joiners during the pause were not admitted
     _transition(record, FlowStatus.PAUSED, FlowStatus.ACTIVE)
     _admit(flow_id, clock.now())
     return to_flow(record)
@@ -303,9 +312,16 @@ def _transition(record: FlowRecord, before: FlowStatus, after: FlowStatus) -> No
         raise StaleVersion(FLOW_ENTITY, record.entity_id, int(current.version or 0)) from exc
 
 
+def _owe_admission(record: FlowRecord) -> None:
+    """Saved with the status or edit: the segments' current members are owed an admission."""
+    record.members_admitted_at = None
+    record.admission_cursor = None
+
+
 def _admit(flow_id: str, now: datetime) -> None:
-    """Enter the flow's current segment members (a flow whose start is ahead: the tick does it then)."""
-    entry.admit_current_members(flow_id, now)
+    """Enter the flow's current segment members now, for as long as a request may take; the
+    flow tick goes on from where it stopped (and does it all for a flow whose start is ahead)."""
+    entry.admit_current_members(flow_id, now, deadline=time.monotonic() + ADMIT_SECONDS)
 
 
 def _check_references(data: FlowIn) -> None:

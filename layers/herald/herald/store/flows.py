@@ -131,6 +131,14 @@ def members(cohort_id: str, cursor: str | None, limit: int) -> MemberPage:
     return MemberPage(found, last["entity_id"]["S"] if last else None)
 
 
+def get_log(flow_id: str, page_id: str) -> StepLogRecord | None:
+    """One page's step log (consistent): what a retried page acts on."""
+    try:
+        return StepLogRecord.get(log_key(flow_id), page_id, consistent_read=True)
+    except StepLogRecord.DoesNotExist:
+        return None
+
+
 def logs(flow_id: str) -> Iterator[StepLogRecord]:
     """Every step log page of the flow (the export's source)."""
     yield from StepLogRecord.query(log_key(flow_id))
@@ -198,12 +206,22 @@ def add_step_counters(flow_id: str, step_id: str, counters: dict[str, int]) -> N
 
 
 def mark_members_admitted(flow_id: str, at: str) -> None:
-    """Note that the flow's segment members were admitted (outside the ETag version: no edit conflicts)."""
+    """Note that the flow's segment members were all admitted (outside the ETag version: no edit conflicts)."""
+    _update_flow(flow_id, "SET members_admitted_at = :at REMOVE admission_cursor", {":at": {"S": at}})
+
+
+def save_admission_cursor(flow_id: str, segment: int, after: str) -> None:
+    """Where an unfinished admission stopped, for the next tick to go on from."""
+    cursor = {"M": {"segment": {"N": str(segment)}, "after": {"S": after}}}
+    _update_flow(flow_id, "SET admission_cursor = :c", {":c": cursor})
+
+
+def _update_flow(flow_id: str, expression: str, values: dict[str, Any]) -> None:
     client: Any = default_connection().client
     client.update_item(
         TableName=FlowRecord.Meta.table_name,
         Key={"entity_type": {"S": FLOW_ENTITY}, "entity_id": {"S": flow_id}},
-        UpdateExpression="SET members_admitted_at = :at",
+        UpdateExpression=expression,
         ConditionExpression="attribute_exists(entity_id)",
-        ExpressionAttributeValues={":at": {"S": at}},
+        ExpressionAttributeValues=values,
     )

@@ -827,6 +827,8 @@ class FlowRecord(Model):
     # When the segments' members were last admitted as a whole (activation, resume, or the
     # tick once a future start has come); unset while that is still to do.
     members_admitted_at = UnicodeAttribute(null=True)
+    # Where an unfinished admission of the segments' members stopped: {"segment": i, "after": contact}.
+    admission_cursor = JSONMapAttribute(null=True)
     version = VersionAttribute()
 
     live_index = FlowLiveIndex()
@@ -926,7 +928,21 @@ class StepLogRecord(Model):
     outcomes = JSONMapAttribute()
 
 
+class ResetDueRecord(Model):
+    """A finished run whose reset period ends (``flowreset#due`` / ``<due ISO>#<flow>#<contact>``):
+    the tick lets the contact enter again then, if still in the flow's segments."""
+
+    class Meta:
+        table_name = "CatalogTable"
+
+    entity_type = UnicodeAttribute(hash_key=True)
+    entity_id = UnicodeAttribute(range_key=True)
+    flow_id = UnicodeAttribute()
+    contact_id = UnicodeAttribute()
+
+
 ALL_MODELS += [
+    ("catalog", ResetDueRecord),
     ("catalog", FlowRecord),
     ("catalog", FlowVersionRecord),
     ("catalog", CohortMemberRecord),
