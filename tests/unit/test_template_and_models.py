@@ -58,13 +58,22 @@ def test_intrinsics_resolve_to_local_names() -> None:
 
 
 def test_state_machine_definitions_are_fully_substituted() -> None:
-    [machine] = TEMPLATE.state_machines()
-    definition = json.loads(machine.definition)
-    task = definition["States"]["Unassign Members"]
+    machines = {m.logical_id: json.loads(m.definition) for m in TEMPLATE.state_machines()}
+    assert set(machines) == {"GroupDeletionStateMachine", "FlowRunStateMachine"}
+    deletion = machines["GroupDeletionStateMachine"]
+    task = deletion["States"]["Unassign Members"]
     assert task["Resource"] == "arn:aws:lambda:us-east-1:123456789012:function:herald-group-deletion-dev"
-    for state in definition["States"].values():
-        if state["Type"] == "Task":
-            assert state["Retry"] and state["Catch"] and state["TimeoutSeconds"]
+    flow_step = machines["FlowRunStateMachine"]["States"]["Run Step"]
+    assert flow_step["Resource"] == "arn:aws:lambda:us-east-1:123456789012:function:herald-flow-step-dev"
+    for definition in machines.values():
+        for state in definition["States"].values():
+            if state["Type"] == "Task":
+                assert state["Retry"] and state["TimeoutSeconds"]
+    # Deletion catches into its own failure state; a flow step fails at the task, where a redrive resumes it.
+    assert all("Catch" in s for s in deletion["States"].values() if s["Type"] == "Task")
+    assert "Catch" not in flow_step
+    waits = [s for s in machines["FlowRunStateMachine"]["States"].values() if s["Type"] == "Wait"]
+    assert waits and all(s["TimestampPath"] == "$.wait_until" for s in waits)
 
 
 PUBLIC_ROUTES = {
