@@ -17,9 +17,12 @@ BENCHMARKS = {
 
 
 def main() -> int:
-    selected = sys.argv[1:] or list(BENCHMARKS)
-    for name in selected:
-        BENCHMARKS[name]([])
+    """``python -m bench`` runs them all; ``python -m bench NAME [ARGS...]`` runs one with its own arguments."""
+    if len(sys.argv) > 1:
+        BENCHMARKS[sys.argv[1]](sys.argv[2:])
+        return 0
+    for run in BENCHMARKS.values():
+        run([])
     return 0
 
 
