@@ -7,6 +7,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from herald import signing
+from herald.api import flow_export
 from herald.api.app import build_api, serve
 from herald.campaigns.alerts import Notifier
 from herald.campaigns.service import Services
@@ -39,6 +40,7 @@ settings = ApiSettings(
 bind_tables(settings.tables)
 signing.configure(require("SIGNING_SECRET_ARN"))
 files.configure(require("FLOW_FILES_BUCKET"))
+flow_export.configure(QueueSender(require("FLOW_EXPORT_QUEUE_URL")).send)
 resolver = build_api(
     StateMachineStarter(settings.group_deletion_state_machine_arn).start_group_deletion,
     Runner(QueueSender(settings.recalc_queue_url).send, settings.recalc_parts),

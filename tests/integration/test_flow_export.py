@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 from urllib.parse import urlparse
 
@@ -197,7 +198,11 @@ def test_large_export_is_written_to_s3_with_a_presigned_url(herald: Herald) -> N
     reply = herald.call("GET", "/flows/big/export")
     assert reply.status == 202, reply.body
     location = reply.body["location"]
-    assert reply.body["rows"] == 6000
+    assert (reply.body["status"], reply.body["rows"]) == ("building", None)  # a job builds it
+    s3 = boto3.client("s3")
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=location["bucket"], Key=location["key"])
+    assert herald.drain("FlowExportFunction") == 1
     assert location["bucket"] == herald.template.physical_name("FlowFilesBucket")
     assert location["key"].startswith("exports/flows/big/") and location["key"].endswith(".csv")
     url = urlparse(location["url"])
@@ -244,3 +249,20 @@ def test_message_statuses_are_read_100_ids_at_a_time(herald: Herald, monkeypatch
     assert result.csv is not None
     assert {r["message_status"] for r in rows_of(result.csv)} == {"sent"}
     assert result.rows == 250
+
+
+def test_a_malformed_or_foreign_export_job_is_dropped_not_retried(herald: Herald) -> None:
+    flow("big")
+    sqs = boto3.client("sqs")
+    url = herald.queue_url("FlowExportQueue")
+    for body in ("not json", json.dumps({"flow_id": "big"}), json.dumps({"flow_id": "big", "key": "flows/x.pdf"})):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    assert herald.drain("FlowExportFunction") == 3
+    assert (
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessagesNotVisible"
+        ]
+        == "0"
+    )
+    listed = boto3.client("s3").list_objects_v2(Bucket=herald.template.physical_name("FlowFilesBucket"))
+    assert listed.get("KeyCount", 0) == 0

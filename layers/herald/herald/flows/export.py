@@ -7,17 +7,21 @@ ids to a BatchGetItem, so a flow of 100k visits is a bounded number of
 requests. An ``exported`` step's message slot is the S3 key of its PDF: it
 goes to the ``document`` column.
 
-Small exports are returned as text; larger ones are written to the flow
-files bucket (``exports/...``, expired after 30 days) and handed out as a
-presigned URL valid one hour.
+Small exports are returned as text. Larger ones are built by
+``FlowExportFunction`` from a queued job (the API answers at once with where
+the file will be): it writes the CSV to the flow files bucket (``exports/...``,
+expired after 30 days), handed out as a presigned URL valid one hour. The API
+only counts visits (the step logs, no message reads) to decide which.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
 from herald import clock
 from herald.errors import NotFound
@@ -55,11 +59,15 @@ class Location:
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Either ``csv`` (small exports) or ``location`` (written to S3); ``rows`` excludes the header."""
+    """Either ``csv`` (small exports) or ``location`` (written to S3, or being written by the export
+    job when ``rows`` is None); ``rows`` excludes the header."""
 
-    rows: int
+    rows: int | None
     csv: str | None = None
     location: Location | None = None
+
+
+QueueSend = Callable[[list[dict[str, Any]]], None]
 
 
 @dataclass
@@ -76,17 +84,36 @@ class _Visit:
     document: str
 
 
-def export(flow_id: str, inline_limit: int = INLINE_LIMIT) -> ExportResult:
-    """The flow's export; 404 (``NotFound``) if there is no such flow."""
+def export(flow_id: str, inline_limit: int = INLINE_LIMIT, queue_send: QueueSend | None = None) -> ExportResult:
+    """The flow's export; 404 (``NotFound``) if there is no such flow.
+
+    Up to ``inline_limit`` visits it is returned as CSV. Above, with ``queue_send`` (the API),
+    a job is queued for ``FlowExportFunction`` and the answer says where the file will be;
+    without it (the job itself, tests) the file is written to S3 here.
+    """
     if flow_store.get(flow_id) is None:
         raise NotFound(f"flow {flow_id} does not exist", id=flow_id)
-    visits = sorted(_visits(flow_store.logs(flow_id)), key=lambda v: (v.contact_id, v.at, v.order))
-    text = _csv(visits)
-    if len(visits) <= inline_limit:
-        return ExportResult(rows=len(visits), csv=text)
+    counted = sum(1 for _ in islice(_visits(flow_store.logs(flow_id)), inline_limit + 1))
+    if counted <= inline_limit:
+        visits = _sorted(flow_store.logs(flow_id))
+        return ExportResult(rows=len(visits), csv=_csv(visits))
     key = export_key(flow_id)
-    files.put(key, text.encode("utf-8"), CONTENT_TYPE)
-    return ExportResult(rows=len(visits), location=Location(files.bucket(), key, files.url(key)))
+    if queue_send is not None:
+        queue_send([{"flow_id": flow_id, "key": key}])
+        return ExportResult(rows=None, location=Location(files.bucket(), key, files.url(key)))
+    rows = write_export(flow_id, key)
+    return ExportResult(rows=rows, location=Location(files.bucket(), key, files.url(key)))
+
+
+def write_export(flow_id: str, key: str) -> int:
+    """Build the whole export and store it at ``key`` (the export job); returns its rows."""
+    visits = _sorted(flow_store.logs(flow_id))
+    files.put(key, _csv(visits).encode("utf-8"), CONTENT_TYPE)
+    return len(visits)
+
+
+def _sorted(logs: Iterable[StepLogRecord]) -> list[_Visit]:
+    return sorted(_visits(logs), key=lambda v: (v.contact_id, v.at, v.order))
 
 
 def export_key(flow_id: str) -> str:
