@@ -181,3 +181,10 @@ def targeted_among(audience: AudienceType, targeting: Targeting, records: list[C
         for r in records
         if explain_contact(audience, targeting, contact_view(r), held[r.contact_id])["matches"]
     }
+
+
+def spec_targets(spec: dict[str, Any], records: list[ContactRecord]) -> set[str]:
+    """Which of these contacts a campaign's stored targeting selects now (flows reusing its message)."""
+    audience = AudienceType(spec.get("audience_type") or AudienceType.CUSTOMERS.value)
+    targeting = Targeting.model_validate(spec.get("targeting") or {})
+    return targeted_among(audience, targeting, records)

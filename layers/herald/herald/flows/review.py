@@ -11,8 +11,7 @@ from typing import Any
 
 from herald import clock
 from herald.campaigns import eligibility
-from herald.campaigns.model import AudienceType, Targeting
-from herald.campaigns.targeting import targeted_among
+from herald.campaigns.targeting import spec_targets
 from herald.delivery.render import personalisation, render
 from herald.delivery.sender import suppression_reason
 from herald.errors import NotFound
@@ -69,10 +68,8 @@ def _qualification(campaign_id: str, record: ContactRecord) -> dict[str, Any]:
     campaign = campaign_store.get(campaign_id)
     if campaign is None:
         return {"id": campaign_id, "exists": False, "qualifies": False}
-    audience = AudienceType(campaign.spec.get("audience_type") or AudienceType.CUSTOMERS.value)
-    targeting = Targeting.model_validate(campaign.spec.get("targeting") or {})
     blockers = eligibility.blockers(campaign.spec, campaign.state, clock.now())
-    targeted = record.contact_id in targeted_among(audience, targeting, [record])
+    targeted = record.contact_id in spec_targets(campaign.spec, [record])
     return {
         "id": campaign_id,
         "exists": True,

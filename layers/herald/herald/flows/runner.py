@@ -34,8 +34,8 @@ from zoneinfo import ZoneInfo
 from pynamodb.exceptions import UpdateError
 
 from herald.campaigns import eligibility
-from herald.campaigns.model import AudienceType, Targeting, local_moment
-from herald.campaigns.targeting import targeted_among
+from herald.campaigns.model import local_moment
+from herald.campaigns.targeting import spec_targets
 from herald.clock import to_iso
 from herald.dynamodb_json import from_attribute_value
 from herald.errors import NotFound
@@ -51,7 +51,7 @@ from herald.flows.definition import (
     own_campaign,
 )
 from herald.flows.model import FlowStatus, effective_priority
-from herald.flows.sends import delivery_message, step_message_id
+from herald.flows.sends import delivery_message, step_message_id, version_spec
 from herald.rules.compiler import compile_rule
 from herald.rules.model import parse_rule
 from herald.segments import service as segments
@@ -117,11 +117,11 @@ class _Outcomes:
 
 @lru_cache(maxsize=64)
 def _version(flow_id: str, number: int) -> tuple[FlowGraph, dict[str, Any]]:
-    """A version's graph and settings; versions never change, so they are cached per process."""
-    record = store.get_version(flow_id, number)
-    if record is None:
+    """A version's parsed graph and settings (versions never change: the sender's cache, parsed once here)."""
+    spec = version_spec(flow_id, number)
+    if spec is None:
         raise LookupError(f"flow {flow_id} has no version {number}")
-    return FlowGraph.model_validate(record.spec["graph"]), dict(record.spec["settings"])
+    return FlowGraph.model_validate(spec["graph"]), dict(spec["settings"])
 
 
 def run_step(state: dict[str, Any], now: datetime, services: Services) -> dict[str, Any]:
@@ -402,10 +402,7 @@ def _qualified(step: CrossCampaignStep, members: list[_Member], now: datetime, o
         for member in members:
             outcomes.note(member, "skipped", "campaign_not_running")
         return []
-    records = [ContactRecord.from_raw_data(m.item) for m in members]
-    audience = AudienceType(campaign.spec.get("audience_type") or AudienceType.CUSTOMERS.value)
-    targeting = Targeting.model_validate(campaign.spec.get("targeting") or {})
-    chosen = targeted_among(audience, targeting, records)
+    chosen = spec_targets(campaign.spec, [ContactRecord.from_raw_data(m.item) for m in members])
     qualified = []
     for member in members:
         if member.contact_id in chosen:
